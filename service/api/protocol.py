@@ -1,0 +1,202 @@
+"""OpenAI chat-completions wire types: the request `Input`, the response `Output`, stream chunks,
+the models list and the error body. Field names and shapes follow the OpenAI API exactly."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+
+# Hard ceilings of the schema; the configurable limits (MAX_MESSAGES, MAX_MESSAGE_CHARS) are
+# checked against the settings when the request is served.
+SCHEMA_MAX_MESSAGES = 100_000
+SCHEMA_MAX_TEXT_CHARS = 10_000_000
+SCHEMA_MAX_PARTS = 1_000
+
+ShortText = Annotated[str, StringConstraints(max_length=256)]
+
+
+def new_completion_id() -> str:
+    return f"chatcmpl-{uuid.uuid4().hex}"
+
+
+def now() -> int:
+    return int(time.time())
+
+
+class TextContentPart(BaseModel):
+    """A `{"type": "text", "text": ...}` content part; other part types are not supported."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    type: Literal["text"]
+    text: Annotated[str, StringConstraints(max_length=SCHEMA_MAX_TEXT_CHARS)]
+
+
+class ChatMessage(BaseModel):
+    """One message of the conversation. The role decides who said it; content is never parsed for roles."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    role: Literal["system", "developer", "user", "assistant"]
+    content: (
+        Annotated[str, StringConstraints(max_length=SCHEMA_MAX_TEXT_CHARS)]
+        | Annotated[list[TextContentPart], Field(max_length=SCHEMA_MAX_PARTS)]
+        | None
+    ) = None
+    name: ShortText | None = None
+
+    def text(self) -> str:
+        """The message text; text parts are joined with a newline."""
+        if self.content is None:
+            return ""
+        if isinstance(self.content, str):
+            return self.content
+        return "\n".join(part.text for part in self.content)
+
+
+class StreamOptions(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    include_usage: bool = False
+
+
+class Input(BaseModel):
+    """The body of `POST /v1/chat/completions`. Unknown fields are accepted and ignored, as OpenAI does.
+
+    `temperature`, `top_p` and `metadata` are accepted for compatibility; a served team keeps the
+    sampling settings of its own model clients. `max_tokens` caps the completion tokens returned.
+    """
+
+    model_config = ConfigDict(
+        extra="ignore",
+        json_schema_extra={
+            "examples": [{"model": "demo-team", "messages": [{"role": "user", "content": "Hello"}]}]
+        },
+    )
+
+    model: Annotated[str, StringConstraints(min_length=1, max_length=256)]
+    messages: Annotated[list[ChatMessage], Field(min_length=1, max_length=SCHEMA_MAX_MESSAGES)]
+    stream: bool | None = False
+    stream_options: StreamOptions | None = None
+    user: ShortText | None = None
+    temperature: Annotated[float, Field(ge=0, le=2)] | None = None
+    top_p: Annotated[float, Field(ge=0, le=1)] | None = None
+    max_tokens: Annotated[int, Field(ge=1, le=1_000_000)] | None = None
+    max_completion_tokens: Annotated[int, Field(ge=1, le=1_000_000)] | None = None
+    n: Annotated[int, Field(ge=1, le=1)] | None = None
+    metadata: (
+        Annotated[dict[ShortText, Annotated[str, StringConstraints(max_length=512)]], Field(max_length=16)]
+        | None
+    ) = None
+
+    @field_validator("messages")
+    @classmethod
+    def _needs_a_user_message(cls, messages: list[ChatMessage]) -> list[ChatMessage]:
+        if not any(message.role == "user" for message in messages):
+            raise ValueError("at least one message must have the role 'user'")
+        return messages
+
+    @property
+    def wants_usage_chunk(self) -> bool:
+        return bool(self.stream and self.stream_options and self.stream_options.include_usage)
+
+    @property
+    def completion_token_cap(self) -> int | None:
+        return self.max_completion_tokens or self.max_tokens
+
+
+class Usage(BaseModel):
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    total_tokens: int = 0
+
+    @classmethod
+    def of(cls, prompt_tokens: int, completion_tokens: int) -> Usage:
+        return cls(
+            prompt_tokens=prompt_tokens,
+            completion_tokens=completion_tokens,
+            total_tokens=prompt_tokens + completion_tokens,
+        )
+
+
+FinishReason = Literal["stop", "length"]
+
+
+class AssistantMessage(BaseModel):
+    role: Literal["assistant"] = "assistant"
+    content: str
+    name: str | None = None
+
+
+class Choice(BaseModel):
+    index: int = 0
+    message: AssistantMessage
+    finish_reason: FinishReason = "stop"
+
+
+class Output(BaseModel):
+    """A non-streaming `chat.completion` response."""
+
+    id: str = Field(default_factory=new_completion_id)
+    object: Literal["chat.completion"] = "chat.completion"
+    created: int = Field(default_factory=now)
+    model: str
+    choices: list[Choice]
+    usage: Usage
+
+
+class ChunkDelta(BaseModel):
+    role: Literal["assistant"] | None = None
+    content: str | None = None
+    name: str | None = None
+
+
+class ChunkChoice(BaseModel):
+    index: int = 0
+    delta: dict[str, Any]
+    finish_reason: FinishReason | None = None
+
+
+class ChatCompletionChunk(BaseModel):
+    """One `chat.completion.chunk` of a stream; all chunks of one stream share `id` and `created`.
+
+    Extra fields (such as `final_answer_agent` on the finishing chunk) are allowed and serialized.
+    """
+
+    model_config = ConfigDict(extra="allow")
+
+    id: str
+    object: Literal["chat.completion.chunk"] = "chat.completion.chunk"
+    created: int
+    model: str
+    choices: list[ChunkChoice]
+    usage: Usage | None = None
+
+
+class ErrorDetail(BaseModel):
+    message: str
+    type: str
+    param: str | None = None
+    code: str | None = None
+
+
+class ErrorResponse(BaseModel):
+    """The OpenAI error body: `{"error": {"message", "type", "param", "code"}}`."""
+
+    error: ErrorDetail
+
+
+class ModelCard(BaseModel):
+    id: str
+    object: Literal["model"] = "model"
+    created: int
+    owned_by: str = "autogen-service"
+    description: str | None = None
+
+
+class ModelList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[ModelCard]

@@ -1,0 +1,94 @@
+"""The app factory: `create_app()` builds the FastAPI app; its lifespan loads the workflows.
+
+No work happens at import time: settings are read, logging configured and workflows loaded
+when the app is created and started (after gunicorn forks its workers).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from opentelemetry.sdk.trace import SpanProcessor
+
+from service.api.errors import install_error_handlers
+from service.api.middleware import RequestIdMiddleware
+from service.api.routes import chat, health, metrics, models
+from service.autogen_server import ServingContext
+from service.config import Settings, load_settings
+from service.lifecycle import Lifecycle
+from service.observability.logging import configure_logging
+from service.observability.metrics import ServiceMetrics
+from service.observability.tracing import configure_tracing, instrument_app, shutdown_tracing
+from service.protection.capacity import WorkflowSlots
+from service.workflows.registry import WorkflowRegistry
+
+logger = logging.getLogger(__name__)
+
+
+def create_app(
+    settings: Settings | None = None,
+    registry: WorkflowRegistry | None = None,
+    span_processor: SpanProcessor | None = None,
+) -> FastAPI:
+    """Build the service (gunicorn calls this in each worker, after the fork).
+
+    Args:
+        settings: defaults to the environment (`load_settings`), validated with a clear message.
+        registry: pre-filled registry (e.g. workflows registered from Python); the built-ins and
+            `WORKFLOWS_DIR` are loaded into it at start-up.
+        span_processor: an extra span processor (tests use an in-memory exporter).
+    """
+    settings = settings or load_settings()
+    configure_logging(settings.log_level)
+    lifecycle = Lifecycle()
+    tracer_provider = configure_tracing(settings, span_processor)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        workflows = registry or WorkflowRegistry(settings)
+        report = workflows.load_defaults()
+        agents = {name for workflow in workflows.all() for name in workflow.agent_names}
+        service_metrics = ServiceMetrics(
+            known_models=[workflow.id for workflow in workflows.all()], known_agents=agents
+        )
+        app.state.metrics = service_metrics
+        app.state.serving = ServingContext(
+            settings=settings,
+            registry=workflows,
+            metrics=service_metrics,
+            slots=WorkflowSlots(settings.max_concurrent_workflows, service_metrics.active_workflows),
+        )
+        lifecycle.workflows_loaded = bool(workflows.all())
+        logger.info(
+            "workflows loaded",
+            extra={
+                "models": report.loaded,
+                "failed": sorted(report.failed),
+                "llm": "openai-compatible" if settings.uses_real_llm else "embedded",
+            },
+        )
+        try:
+            yield
+        finally:
+            lifecycle.start_draining()
+            await workflows.aclose()
+            shutdown_tracing()
+
+    app = FastAPI(
+        title="AutoGen service",
+        summary="AutoGen AgentChat teams served as an OpenAI-compatible chat-completions API.",
+        version="0.1.0",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.lifecycle = lifecycle
+    install_error_handlers(app)
+    for router in (chat.router, models.router, health.router, metrics.router):
+        app.include_router(router)
+    app.add_middleware(RequestIdMiddleware)
+    if tracer_provider is not None:
+        instrument_app(app, tracer_provider)
+    return app

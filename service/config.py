@@ -1,0 +1,139 @@
+"""Service settings: one typed class, read from the environment (and an optional `.env`)."""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+_RATE_LIMIT_PATTERN = r"^\s*\d+\s*(/|per)\s*\d*\s*(second|minute|hour|day)s?\s*$"
+
+
+class Settings(BaseSettings):
+    """Every knob of the service. Nothing else reads `os.environ` for configuration."""
+
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", frozen=False)
+
+    # Process and network
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+    workers: int = Field(2, ge=1, le=64)
+    graceful_timeout_s: float = Field(120.0, gt=0, le=3600)
+    keepalive_s: float = Field(75.0, gt=0, le=3600)
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
+    log_prompts: bool = False
+
+    # Workflows and models
+    workflows_dir: Path | None = None
+    llm_base_url: str | None = None
+    llm_api_key: SecretStr | None = None
+    llm_model: str | None = None
+    demo_llm_ttft_ms: float = Field(0.0, ge=0, le=600_000)
+    demo_llm_token_ms: float = Field(0.0, ge=0, le=60_000)
+
+    # Bounds of one run
+    workflow_timeout_s: float = Field(300.0, gt=0, le=86_400)
+    max_agent_turns: int = Field(12, ge=1, le=1000)
+    max_messages: int = Field(256, ge=1, le=100_000)
+    max_message_chars: int = Field(100_000, ge=1, le=10_000_000)
+    max_body_bytes: int = Field(1_048_576, ge=1024)
+    stream_queue_size: int = Field(256, ge=1, le=100_000)
+    stream_keepalive_s: float = Field(15.0, gt=0, le=3600)
+
+    # Protection
+    api_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
+    api_keys_file: Path | None = None
+    rate_limit: str = ""
+    rate_limit_storage_uri: str = "memory://"
+    max_concurrent_workflows: int = Field(64, ge=1, le=100_000)
+    cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
+
+    # Tracing: the standard OpenTelemetry variables (the OTLP exporter reads the rest itself)
+    otel_service_name: str = "autogen-service"
+    otel_traces_exporter: Literal["none", "console", "otlp"] = "none"
+    otel_exporter_otlp_endpoint: str | None = None
+    otel_exporter_otlp_protocol: Literal["grpc", "http/protobuf"] = "grpc"
+
+    # Prometheus multiprocess mode (the variable prometheus_client itself reads)
+    prometheus_multiproc_dir: Path | None = None
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _split_keys(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [key.strip() for key in value.split(",") if key.strip()]
+        return value
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [origin.strip() for origin in value.split(",") if origin.strip()]
+        return value
+
+    @field_validator("rate_limit")
+    @classmethod
+    def _check_rate_limit(cls, value: str) -> str:
+        import re
+
+        if value and not re.match(_RATE_LIMIT_PATTERN, value):
+            raise ValueError("expected a limit such as '60/minute' or '10 per second', or empty for off")
+        return value.strip()
+
+    @field_validator("rate_limit_storage_uri")
+    @classmethod
+    def _check_storage(cls, value: str) -> str:
+        if not value.startswith(
+            ("memory://", "redis://", "rediss://", "redis+sentinel://", "redis+cluster://")
+        ):
+            raise ValueError("expected memory:// or a redis:// URI")
+        return value
+
+    @field_validator("llm_base_url")
+    @classmethod
+    def _check_base_url(cls, value: str | None) -> str | None:
+        if value is not None and value.strip() == "":
+            return None
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError("expected an http:// or https:// URL")
+        return value
+
+    @model_validator(mode="after")
+    def _check_llm(self) -> Settings:
+        if self.llm_base_url and not self.llm_model:
+            raise ValueError("LLM_MODEL is required when LLM_BASE_URL is set")
+        return self
+
+    @cached_property
+    def all_api_keys(self) -> tuple[str, ...]:
+        """API keys from `API_KEYS` and, if set, `API_KEYS_FILE` (one key per line, `#` comments)."""
+        keys = [key.get_secret_value() for key in self.api_keys]
+        if self.api_keys_file is not None:
+            for line in self.api_keys_file.read_text(encoding="utf-8").splitlines():
+                line = line.strip()
+                if line and not line.startswith("#"):
+                    keys.append(line)
+        return tuple(dict.fromkeys(keys))
+
+    @property
+    def uses_real_llm(self) -> bool:
+        return self.llm_base_url is not None
+
+
+class SettingsError(RuntimeError):
+    """Raised with a readable, one-line-per-problem message when the environment is invalid."""
+
+
+def load_settings() -> Settings:
+    """Read and validate the settings, turning pydantic's error into a clear start-up message."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            field = ".".join(str(part) for part in error["loc"]) or "settings"
+            problems.append(f"  {field.upper()}: {error['msg']}")
+        raise SettingsError("invalid configuration:\n" + "\n".join(problems)) from None

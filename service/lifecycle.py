@@ -1,0 +1,18 @@
+"""Readiness state of one worker: ready once workflows are loaded, not ready while draining."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass
+class Lifecycle:
+    workflows_loaded: bool = False
+    draining: bool = False
+
+    @property
+    def ready(self) -> bool:
+        return self.workflows_loaded and not self.draining
+
+    def start_draining(self) -> None:
+        self.draining = True

@@ -1,0 +1,173 @@
+"""Prometheus metrics of the service (names are a contract: dashboards, alerts and load tests use them).
+
+Metrics are created by the app factory, not at import time, in a registry of their own. Under
+gunicorn, `PROMETHEUS_MULTIPROC_DIR` makes every worker write its values to shared files and
+`/metrics` aggregates them (see `render_latest`).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Literal
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
+
+Outcome = Literal["ok", "client_error", "server_error", "rate_limited", "cancelled", "timeout"]
+CoreFunction = Literal[
+    "handle_response", "serve_autogen", "generate_streaming_response", "create_non_streaming_response"
+]
+UNKNOWN_MODEL = "unknown"
+UNKNOWN_AGENT = "other"
+
+# LLM calls are slow: the buckets reach well past a minute.
+DURATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 180, 300, 600)
+TTFT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 300)
+
+
+def multiprocess_dir() -> str | None:
+    return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
+
+
+class ServiceMetrics:
+    """All metric families of the service, bound to one registry."""
+
+    def __init__(self, known_models: Iterable[str] = (), known_agents: Iterable[str] = ()) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.known_models = frozenset(known_models)
+        self.known_agents = frozenset(known_agents)
+        registry = self.registry
+        self.requests = Counter(
+            "autogen_requests_total",
+            "Chat-completion requests by model, streaming and outcome.",
+            ["model", "stream", "outcome"],
+            registry=registry,
+        )
+        self.errors = Counter(
+            "autogen_errors_total",
+            "Server errors (HTTP 500 paths) by the core function where they happened.",
+            ["function"],
+            registry=registry,
+        )
+        self.duration = Histogram(
+            "autogen_request_duration_seconds",
+            "Time from request to the last byte of the answer.",
+            ["model", "stream"],
+            buckets=DURATION_BUCKETS,
+            registry=registry,
+        )
+        self.ttft = Histogram(
+            "autogen_time_to_first_token_seconds",
+            "Time from request to the first content chunk of a stream.",
+            ["model"],
+            buckets=TTFT_BUCKETS,
+            registry=registry,
+        )
+        self.stream_chunks = Counter(
+            "autogen_stream_chunks_total", "SSE chunks sent to clients.", ["model"], registry=registry
+        )
+        self.tokens = Counter(
+            "autogen_tokens_total",
+            "Tokens by kind (prompt, completion).",
+            ["model", "kind"],
+            registry=registry,
+        )
+        self.agent_messages = Counter(
+            "autogen_agent_messages_total",
+            "Messages produced by each agent.",
+            ["model", "agent"],
+            registry=registry,
+        )
+        self.model_calls = Counter(
+            "autogen_model_calls_total",
+            "Calls made by the agents to their model clients.",
+            ["model"],
+            registry=registry,
+        )
+        self.active_streams = Gauge(
+            "autogen_active_streams",
+            "Open SSE streams.",
+            registry=registry,
+            multiprocess_mode="livesum",
+        )
+        self.active_workflows = Gauge(
+            "autogen_active_workflows",
+            "Team runs in progress.",
+            registry=registry,
+            multiprocess_mode="livesum",
+        )
+        self.ratelimit_storage_errors = Counter(
+            "autogen_ratelimit_storage_errors_total",
+            "Requests let through because the rate-limit storage was unreachable (fail-open).",
+            registry=registry,
+        )
+        self.rejected = Counter(
+            "autogen_rejected_total",
+            "Requests refused before any work (overload, body_too_large, unauthorized).",
+            ["reason"],
+            registry=registry,
+        )
+
+    def model_label(self, model: str) -> str:
+        """The model id if served, else one fixed value: label cardinality stays bounded."""
+        return model if model in self.known_models else UNKNOWN_MODEL
+
+    def agent_label(self, agent: str) -> str:
+        return agent if agent in self.known_agents else UNKNOWN_AGENT
+
+    def request(self, model: str, stream: bool) -> RequestObserver:
+        return RequestObserver(self, self.model_label(model), "true" if stream else "false")
+
+    def render_latest(self) -> bytes:
+        """The exposition text: aggregated across workers in multiprocess mode."""
+        directory = multiprocess_dir()
+        if directory:
+            registry = CollectorRegistry()
+            MultiProcessCollector(registry, path=directory)  # type: ignore[no-untyped-call]
+            return generate_latest(registry)
+        return generate_latest(self.registry)
+
+
+@dataclass
+class RequestObserver:
+    """Records one request's metrics; `finish` is idempotent so every exit path may call it."""
+
+    metrics: ServiceMetrics
+    model: str
+    stream: str
+    started: float = field(default_factory=time.perf_counter)
+    first_token_at: float | None = None
+    outcome: Outcome | None = None
+
+    def first_content(self) -> None:
+        if self.first_token_at is None:
+            self.first_token_at = time.perf_counter()
+            self.metrics.ttft.labels(self.model).observe(self.first_token_at - self.started)
+
+    def chunks(self, count: int = 1) -> None:
+        self.metrics.stream_chunks.labels(self.model).inc(count)
+
+    def model_call(self) -> None:
+        self.metrics.model_calls.labels(self.model).inc()
+
+    def agent_message(self, agent: str) -> None:
+        self.metrics.agent_messages.labels(self.model, self.metrics.agent_label(agent)).inc()
+
+    def tokens(self, prompt: int, completion: int) -> None:
+        if prompt:
+            self.metrics.tokens.labels(self.model, "prompt").inc(prompt)
+        if completion:
+            self.metrics.tokens.labels(self.model, "completion").inc(completion)
+
+    def error(self, function: CoreFunction) -> None:
+        self.metrics.errors.labels(function).inc()
+
+    def finish(self, outcome: Outcome) -> None:
+        if self.outcome is not None:
+            return
+        self.outcome = outcome
+        self.metrics.requests.labels(self.model, self.stream, outcome).inc()
+        self.metrics.duration.labels(self.model, self.stream).observe(time.perf_counter() - self.started)

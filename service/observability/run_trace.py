@@ -1,0 +1,94 @@
+"""Per-run tracing and accounting shared between the service and the agents' model clients.
+
+A run's `RunTrace` lives in a context variable. AgentChat's runtime starts its tasks from the
+producer's context, so the model clients (called deep inside the runtime) find the same object:
+they open their `chat` span under the speaking agent's `invoke_agent` span and count the call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import contextvars
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+from opentelemetry import trace
+from opentelemetry.trace import Span, SpanKind, Tracer
+
+from service.observability.metrics import RequestObserver
+from service.observability.tracing import get_tracer, record_error
+
+GEN_AI_OPERATION = "gen_ai.operation.name"
+GEN_AI_AGENT = "gen_ai.agent.name"
+GEN_AI_REQUEST_MODEL = "gen_ai.request.model"
+GEN_AI_RESPONSE_MODEL = "gen_ai.response.model"
+GEN_AI_CONVERSATION = "gen_ai.conversation.id"
+GEN_AI_INPUT_TOKENS = "gen_ai.usage.input_tokens"
+GEN_AI_OUTPUT_TOKENS = "gen_ai.usage.output_tokens"
+GEN_AI_FINISH_REASONS = "gen_ai.response.finish_reasons"
+
+
+@dataclass
+class RunTrace:
+    """The open spans and the metrics observer of one team run."""
+
+    tracer: Tracer
+    workflow_span: Span
+    observer: RequestObserver | None = None
+    cancelled: bool = False
+    agent_spans: dict[str, Span] = field(default_factory=dict)
+    model_calls: int = 0
+
+    def agent_span(self, agent: str) -> Span:
+        """The open `invoke_agent` span of `agent`, started on its first use in this turn."""
+        span = self.agent_spans.get(agent)
+        if span is None:
+            span = self.tracer.start_span(
+                f"invoke_agent {agent}",
+                context=trace.set_span_in_context(self.workflow_span),
+                kind=SpanKind.INTERNAL,
+                attributes={GEN_AI_OPERATION: "invoke_agent", GEN_AI_AGENT: agent},
+            )
+            self.agent_spans[agent] = span
+        return span
+
+    def end_turn(self, agent: str) -> None:
+        """The agent's message arrived: its turn is over (a span is made if none was open)."""
+        self.agent_span(agent).end()
+        del self.agent_spans[agent]
+
+    def end_all(self) -> None:
+        for span in self.agent_spans.values():
+            span.end()
+        self.agent_spans.clear()
+
+
+current_run: contextvars.ContextVar[RunTrace | None] = contextvars.ContextVar("current_run", default=None)
+
+
+@contextlib.contextmanager
+def traced_run(model: str, conversation_id: str, observer: RequestObserver | None) -> Iterator[RunTrace]:
+    """Open the `invoke_workflow` span of one run and make its `RunTrace` current."""
+    tracer = get_tracer()
+    attributes = {
+        GEN_AI_OPERATION: "invoke_workflow",
+        GEN_AI_REQUEST_MODEL: model,
+        GEN_AI_CONVERSATION: conversation_id,
+    }
+    with tracer.start_as_current_span(
+        "invoke_workflow", kind=SpanKind.INTERNAL, attributes=attributes, record_exception=False
+    ) as span:
+        run = RunTrace(tracer=tracer, workflow_span=span, observer=observer)
+        token = current_run.set(run)
+        try:
+            yield run
+        except BaseException as exc:
+            if isinstance(exc, asyncio.CancelledError):
+                span.set_attribute("autogen.cancelled", True)
+            else:
+                record_error(span, exc)
+            raise
+        finally:
+            run.end_all()
+            current_run.reset(token)

@@ -1,0 +1,29 @@
+"""Turn the OpenAI `messages` into an AgentChat task, keeping the whole conversation.
+
+Each incoming message becomes its own `TextMessage` whose `source` comes from the message's
+role, never from its content: text such as "system: ignore your instructions" stays inside a
+user message, so roles cannot be spoofed through content.
+"""
+
+from __future__ import annotations
+
+from autogen_agentchat.messages import TextMessage
+
+from service.api.protocol import ChatMessage
+
+ROLE_SOURCES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
+
+
+def to_task(messages: list[ChatMessage]) -> list[TextMessage]:
+    """One `TextMessage` per non-empty message, in order; the last user turn ends the list."""
+    task = [
+        TextMessage(source=ROLE_SOURCES[message.role], content=text)
+        for message in messages
+        if (text := message.text())
+    ]
+    return task
+
+
+def prompt_word_count(messages: list[ChatMessage]) -> int:
+    """Cheap prompt size estimate used when the model client reports no usage."""
+    return sum(len(message.text().split()) for message in messages)

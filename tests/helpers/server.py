@@ -1,0 +1,108 @@
+"""Start the real service (gunicorn + uvicorn workers, via `python -m service`) for a test."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import TracebackType
+from typing import Self
+
+import httpx
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class ServiceProcess:
+    """A running service; `base_url` is `http://127.0.0.1:<port>`; logs go to `log_path`."""
+
+    def __init__(self, env: dict[str, str], log_path: Path, startup_timeout: float = 60.0) -> None:
+        self.port = int(env["PORT"])
+        self.base_url = f"http://127.0.0.1:{self.port}"
+        self.log_path = log_path
+        self._log = open(log_path, "ab")  # noqa: SIM115 (kept open for the child's lifetime)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "service"],
+            env=env,
+            cwd=REPO_ROOT,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        self._wait_ready(startup_timeout)
+
+    def _wait_ready(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"service exited with {self.proc.returncode}:\n{self.logs()[-3000:]}")
+            try:
+                if httpx.get(f"{self.base_url}/readyz", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        self.stop()
+        raise RuntimeError(f"service not ready in {timeout}s:\n{self.logs()[-3000:]}")
+
+    def logs(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def signal(self, signum: int) -> None:
+        self.proc.send_signal(signum)
+
+    def stop(self, timeout: float = 30.0) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(10)
+        self._log.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+
+def service_env(tmp_path: Path, **overrides: str) -> dict[str, str]:
+    """A clean environment for the service: a free port, its own metrics dir, no stray settings."""
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("LLM_", "DEMO_LLM_", "API_KEYS", "RATE_LIMIT", "OTEL_", "WORKFLOW"))
+    }
+    metrics_dir = tmp_path / "prometheus"
+    metrics_dir.mkdir(exist_ok=True)
+    env.update(
+        {
+            "HOST": "127.0.0.1",
+            "PORT": str(free_port()),
+            "WORKERS": "1",
+            "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
+            "OTEL_TRACES_EXPORTER": "none",
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
+    env.update(overrides)
+    return env
+
+
+def start_service(tmp_path: Path, name: str = "service", **overrides: str) -> ServiceProcess:
+    return ServiceProcess(service_env(tmp_path, **overrides), tmp_path / f"{name}.log")
