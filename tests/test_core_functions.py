@@ -33,7 +33,9 @@ from tests.conftest import make_settings
 
 
 def request(model: str = "demo-team", stream: bool = False, **extra: Any) -> Input:
-    return Input(model=model, messages=[ChatMessage(role="user", content="What is AutoGen?")], stream=stream, **extra)
+    return Input(
+        model=model, messages=[ChatMessage(role="user", content="What is AutoGen?")], stream=stream, **extra
+    )
 
 
 def context(**settings: Any) -> ServingContext:
@@ -51,7 +53,9 @@ def counter(metrics: ServiceMetrics, name: str, **labels: str) -> float:
 
 # --- handle_response ----------------------------------------------------------------------------
 def test_handle_response_returns_the_models_dict() -> None:
-    output = Output(model="m", choices=[], usage={"prompt_tokens": 1, "completion_tokens": 2, "total_tokens": 3})
+    output = Output(
+        model="m", choices=[], usage={"prompt_tokens": 1, "completion_tokens": 2, "total_tokens": 3}
+    )
     data = handle_response(output)
     assert data["object"] == "chat.completion" and data["usage"]["total_tokens"] == 3
     json.dumps(data)
@@ -121,7 +125,9 @@ def test_non_streaming_response_formatting_failure_is_a_500() -> None:
 
 # --- generate_streaming_response ----------------------------------------------------------------
 def translator() -> StreamTranslator:
-    return StreamTranslator(completion_id="chatcmpl-x", created=1, model="m", team=False, input_messages=frozenset())
+    return StreamTranslator(
+        completion_id="chatcmpl-x", created=1, model="m", team=False, input_messages=frozenset()
+    )
 
 
 async def collect(inp: Input, queue: asyncio.Queue[Any], **kwargs: Any) -> list[str]:
@@ -131,7 +137,12 @@ async def collect(inp: Input, queue: asyncio.Queue[Any], **kwargs: Any) -> list[
 async def test_streaming_response_is_sse_with_data_fields_and_done() -> None:
     queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=4)
     tr = translator()
-    for item in (tr.start(), *tr.on_event(TextMessage(source="agent", content="hello")), tr.finish(None), StreamEnd()):
+    for item in (
+        tr.start(),
+        *tr.on_event(TextMessage(source="agent", content="hello")),
+        tr.finish(None),
+        StreamEnd(),
+    ):
         queue.put_nowait(item)
     events = await collect(request(stream=True), queue)
     assert events[-1] == "data: [DONE]\n\n"
@@ -190,7 +201,9 @@ async def test_serve_autogen_non_streaming_returns_a_chat_completion() -> None:
     assert isinstance(body, dict)
     assert body["choices"][0]["message"]["name"] == "reviewer"
     assert "TERMINATE" not in body["choices"][0]["message"]["content"]
-    assert counter(ctx.metrics, "autogen_requests_total", model="demo-team", stream="false", outcome="ok") == 1
+    assert (
+        counter(ctx.metrics, "autogen_requests_total", model="demo-team", stream="false", outcome="ok") == 1
+    )
     assert ctx.slots.in_use == 0
 
 
@@ -260,4 +273,6 @@ async def test_serve_autogen_deadline_is_a_504() -> None:
     with pytest.raises(OpenAIError) as caught:
         await serve_autogen(request(model="echo"), ctx)
     assert caught.value.status_code == 504
-    assert counter(ctx.metrics, "autogen_requests_total", model="echo", stream="false", outcome="timeout") == 1
+    assert (
+        counter(ctx.metrics, "autogen_requests_total", model="echo", stream="false", outcome="timeout") == 1
+    )

@@ -33,6 +33,10 @@ _TOKEN_PATTERN = re.compile(r"\S+\s*")
 _TOPIC_CHARS = 120
 
 
+class InjectedFault(RuntimeError):
+    """Raised by the embedded model when `fail_after_tokens` asks for a fault."""
+
+
 class DemoChatCompletionClientConfig(BaseModel):
     """Configuration of the embedded model (the JSON `config` of the component)."""
 
@@ -40,6 +44,9 @@ class DemoChatCompletionClientConfig(BaseModel):
     terminate: bool = Field(False, description="End the reply with TERMINATE (the team's last speaker).")
     ttft_ms: float | None = Field(None, ge=0, description="Time to first token; None = service default.")
     token_ms: float | None = Field(None, ge=0, description="Delay per token; None = service default.")
+    fail_after_tokens: int | None = Field(
+        None, ge=0, description="Fault injection for tests and drills: raise after this many tokens."
+    )
 
 
 def _text_of(message: LLMMessage) -> str:
@@ -103,9 +110,14 @@ class DemoChatCompletionClient(ChatCompletionClient, Component[DemoChatCompletio
         terminate: bool = False,
         ttft_ms: float | None = None,
         token_ms: float | None = None,
+        fail_after_tokens: int | None = None,
     ) -> None:
         self._config = DemoChatCompletionClientConfig(
-            role=role, terminate=terminate, ttft_ms=ttft_ms, token_ms=token_ms
+            role=role,
+            terminate=terminate,
+            ttft_ms=ttft_ms,
+            token_ms=token_ms,
+            fail_after_tokens=fail_after_tokens,
         )
         self._ttft_s = (ttft_ms or 0.0) / 1000
         self._token_s = (token_ms or 0.0) / 1000
@@ -133,6 +145,8 @@ class DemoChatCompletionClient(ChatCompletionClient, Component[DemoChatCompletio
     ) -> CreateResult:
         reply = compose_reply(self._config.role, messages, self._config.terminate)
         tokens = _TOKEN_PATTERN.findall(reply)
+        if self._config.fail_after_tokens is not None:
+            raise InjectedFault("embedded model: injected fault")
         delay = self._ttft_s + self._token_s * len(tokens)
         if delay:
             await asyncio.sleep(delay)
@@ -158,6 +172,8 @@ class DemoChatCompletionClient(ChatCompletionClient, Component[DemoChatCompletio
         for index, token in enumerate(tokens):
             if cancellation_token is not None and cancellation_token.is_cancelled():
                 raise asyncio.CancelledError()
+            if index == self._config.fail_after_tokens:
+                raise InjectedFault("embedded model: injected fault")
             if index and self._token_s:
                 await asyncio.sleep(self._token_s)
             yield token
