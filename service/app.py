@@ -7,6 +7,7 @@ when the app is created and started (after gunicorn forks its workers).
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -43,6 +44,9 @@ def create_app(
     """
     settings = settings or load_settings()
     configure_logging(settings.log_level)
+    # autogen-core reads this when each team builds its runtime (the documented switch for teams
+    # loaded from component JSON, whose runtime the service does not construct).
+    os.environ["AUTOGEN_DISABLE_RUNTIME_TRACING"] = "false" if settings.autogen_runtime_tracing else "true"
     lifecycle = Lifecycle()
     tracer_provider = configure_tracing(settings, span_processor)
 

@@ -370,7 +370,7 @@ async def serve_autogen(inp: Input, ctx: ServingContext) -> StreamingResponse | 
         raise
     try:
         task = to_task(inp.messages)
-        runner = workflow.build(stream=stream)
+        runner = workflow.build()
     except Exception:
         ctx.slots.release()
         observer.finish("server_error")
@@ -505,16 +505,36 @@ async def _queue_run_events(
     """Put the chunks of every run event on the queue (waiting when the client reads slowly)."""
     result: TaskResult | None = None
     await queue.put(translator.start())
-    async for event in runner.run_stream(task=task, cancellation_token=token):
-        if isinstance(event, TaskResult):
-            result = event
-            continue
-        for chunk in translator.on_event(event):
+    try:
+        async for event in runner.run_stream(task=task, cancellation_token=token):
+            if isinstance(event, TaskResult):
+                result = event
+                continue
+            for chunk in translator.on_event(event):
+                await queue.put(chunk)
+            if translator.capped:
+                token.cancel()
+                break
+    except asyncio.CancelledError:
+        # `max_tokens` reached: the run was cancelled through its token, not this task.
+        current = asyncio.current_task()
+        if not translator.capped or (current is not None and current.cancelling()):
+            raise
+    return result
+
+
+def _token_sink(
+    translator: StreamTranslator, queue: asyncio.Queue[StreamItem], token: CancellationToken
+) -> Callable[[str, str], Awaitable[None]]:
+    """Where the agents' model clients send tokens: straight into this stream's bounded queue."""
+
+    async def sink(agent: str, text: str) -> None:
+        for chunk in translator.on_token(agent, text):
             await queue.put(chunk)
         if translator.capped:
             token.cancel()
-            break
-    return result
+
+    return sink
 
 
 async def _put_final(queue: asyncio.Queue[StreamItem], item: StreamItem) -> None:
@@ -536,6 +556,7 @@ async def _produce(
     try:
         with traced_run(inp.model, translator.completion_id, observer) as run:
             translator.on_agent_message = _agent_turn_ended(run, observer)
+            run.token_sink = _token_sink(translator, queue, token)
             async with asyncio.timeout(ctx.settings.workflow_timeout_s):
                 result = await _queue_run_events(runner, task, token, translator, queue)
                 await queue.put(translator.finish(result))

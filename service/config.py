@@ -22,6 +22,9 @@ class Settings(BaseSettings):
     port: int = Field(8000, ge=1, le=65535)
     workers: int = Field(2, ge=1, le=64)
     graceful_timeout_s: float = Field(120.0, gt=0, le=3600)
+    # After SIGTERM: /readyz answers 503 and new chat requests are refused for this long before the
+    # listener closes (then open streams finish within GRACEFUL_TIMEOUT_S).
+    drain_delay_s: float = Field(1.0, ge=0, le=600)
     keepalive_s: float = Field(75.0, gt=0, le=3600)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
     log_prompts: bool = False
@@ -56,6 +59,9 @@ class Settings(BaseSettings):
     otel_traces_exporter: Literal["none", "console", "otlp"] = "none"
     otel_exporter_otlp_endpoint: str | None = None
     otel_exporter_otlp_protocol: Literal["grpc", "http/protobuf"] = "grpc"
+    # autogen-core's runtime traces every internal bus message (hundreds of spans per team run);
+    # off by default so the service's own span tree stays readable and cheap.
+    autogen_runtime_tracing: bool = False
 
     # Prometheus multiprocess mode (the variable prometheus_client itself reads)
     prometheus_multiproc_dir: Path | None = None
@@ -107,20 +113,33 @@ class Settings(BaseSettings):
             raise ValueError("LLM_MODEL is required when LLM_BASE_URL is set")
         return self
 
+    @model_validator(mode="after")
+    def _check_drain(self) -> Settings:
+        if self.drain_delay_s >= self.graceful_timeout_s:
+            raise ValueError("DRAIN_DELAY_S must be shorter than GRACEFUL_TIMEOUT_S")
+        return self
+
     @cached_property
     def all_api_keys(self) -> tuple[str, ...]:
         """API keys from `API_KEYS` and, if set, `API_KEYS_FILE` (one key per line, `#` comments)."""
         keys = [key.get_secret_value() for key in self.api_keys]
         if self.api_keys_file is not None:
-            for line in self.api_keys_file.read_text(encoding="utf-8").splitlines():
-                line = line.strip()
-                if line and not line.startswith("#"):
-                    keys.append(line)
+            keys.extend(parse_api_keys_file(self.api_keys_file.read_text(encoding="utf-8")))
         return tuple(dict.fromkeys(keys))
 
     @property
     def uses_real_llm(self) -> bool:
         return self.llm_base_url is not None
+
+
+def parse_api_keys_file(text: str) -> list[str]:
+    """The keys of an `API_KEYS_FILE`: one per line; blank lines and `#` comments are skipped."""
+    keys = []
+    for line in text.splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            keys.append(line)
+    return keys
 
 
 class SettingsError(RuntimeError):

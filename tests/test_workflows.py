@@ -35,7 +35,7 @@ def test_each_request_gets_a_fresh_team_sharing_model_clients() -> None:
     registry.load_defaults()
     workflow = registry.get("demo-team")
     assert workflow is not None
-    first, second = workflow.build(stream=True), workflow.build(stream=True)
+    first, second = workflow.build(), workflow.build()
     assert first is not second
     first_clients = [agent._model_client for agent in first._participants]  # type: ignore[union-attr]
     second_clients = [agent._model_client for agent in second._participants]  # type: ignore[union-attr]
@@ -43,15 +43,14 @@ def test_each_request_gets_a_fresh_team_sharing_model_clients() -> None:
     assert all(isinstance(client, InstrumentedChatCompletionClient) for client in first_clients)
 
 
-def test_non_streaming_build_turns_token_streaming_off() -> None:
+def test_token_streaming_moves_from_the_bus_to_the_model_clients() -> None:
     registry = WorkflowRegistry(make_settings())
     registry.load_defaults()
     workflow = registry.get("demo-team")
     assert workflow is not None
-    streaming = workflow.build(stream=True)._participants  # type: ignore[union-attr]
-    blocking = workflow.build(stream=False)._participants  # type: ignore[union-attr]
-    assert all(agent._model_client_stream for agent in streaming)
-    assert not any(agent._model_client_stream for agent in blocking)
+    agents = workflow.build()._participants  # type: ignore[union-attr]
+    assert not any(agent._model_client_stream for agent in agents)  # no per-token bus messages
+    assert all(agent._model_client.stream_tokens for agent in agents)  # the clients stream instead
 
 
 def test_turn_cap_is_applied_to_teams() -> None:
@@ -59,7 +58,7 @@ def test_turn_cap_is_applied_to_teams() -> None:
     registry.load_defaults()
     workflow = registry.get("demo-team")
     assert workflow is not None
-    assert workflow.build(stream=True)._max_turns == 2  # type: ignore[union-attr]
+    assert workflow.build()._max_turns == 2  # type: ignore[union-attr]
 
 
 def test_workflows_dir_adds_models_and_reports_malformed_files(
@@ -126,7 +125,7 @@ def test_real_llm_settings_switch_the_builtin_teams() -> None:
     registry.load_defaults()
     workflow = registry.get("demo-team")
     assert workflow is not None
-    clients = [agent._model_client for agent in workflow.build(stream=True)._participants]  # type: ignore[union-attr]
+    clients = [agent._model_client for agent in workflow.build()._participants]  # type: ignore[union-attr]
     assert all(type(client.inner).__name__ == "OpenAIChatCompletionClient" for client in clients)
     assert {client.model_name for client in clients} == {"gpt-x"}
 
@@ -136,7 +135,7 @@ def test_demo_latency_comes_from_settings() -> None:
     registry.load_defaults()
     workflow = registry.get("echo")
     assert workflow is not None
-    inner = workflow.build(stream=True)._model_client.inner  # type: ignore[union-attr]
+    inner = workflow.build()._model_client.inner  # type: ignore[union-attr]
     assert inner._ttft_s == pytest.approx(0.03) and inner._token_s == pytest.approx(0.002)
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 
 from opentelemetry import trace
@@ -36,7 +36,8 @@ class RunTrace:
     tracer: Tracer
     workflow_span: Span
     observer: RequestObserver | None = None
-    cancelled: bool = False
+    # Where an agent's model tokens go while the run is streamed to a client (None: not streamed).
+    token_sink: Callable[[str, str], Awaitable[None]] | None = None
     agent_spans: dict[str, Span] = field(default_factory=dict)
     model_calls: int = 0
 

@@ -1,13 +1,20 @@
-"""A `ChatCompletionClient` wrapper that traces and counts every model call of an agent.
+"""A `ChatCompletionClient` wrapper that traces, counts and streams every model call of an agent.
 
 The registry wraps each agent's (shared) model client in one of these, so the service sees
 each call: a `chat` span under the agent's `invoke_agent` span, `autogen_model_calls_total`, and,
 after a client disconnect, proof that no further call is made.
+
+Token streaming goes through here too. Inside a team, AgentChat re-publishes every token chunk
+on autogen-core's message bus (a task, a tracing block and a serialization per chunk), which
+costs more CPU than everything else in a request. So teams run with `model_client_stream`
+off, and for an agent configured to stream, `create` streams from the model itself and hands
+each token straight to the run's token sink: the client receives the same tokens in the same
+order, and the bus carries only whole messages.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Mapping, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping, Sequence
 from typing import Any, Literal
 
 from autogen_core import CancellationToken
@@ -33,10 +40,13 @@ from service.observability.tracing import get_tracer, record_error
 class InstrumentedChatCompletionClient(ChatCompletionClient):
     """Delegates to `inner`; adds a `chat` span and a call count per request."""
 
-    def __init__(self, inner: ChatCompletionClient, agent: str | None, model_name: str) -> None:
+    def __init__(
+        self, inner: ChatCompletionClient, agent: str | None, model_name: str, stream_tokens: bool = False
+    ) -> None:
         self.inner = inner
         self.agent = agent
         self.model_name = model_name
+        self.stream_tokens = stream_tokens
         # OpenAI-compatible servers only report usage in a stream when asked to.
         self._stream_kwargs: dict[str, Any] = (
             {"include_usage": True} if isinstance(inner, BaseOpenAIChatCompletionClient) else {}
@@ -73,16 +83,32 @@ class InstrumentedChatCompletionClient(ChatCompletionClient):
         extra_create_args: Mapping[str, Any] = {},
         cancellation_token: CancellationToken | None = None,
     ) -> CreateResult:
+        run = current_run.get()
+        sink = run.token_sink if run is not None and self.stream_tokens and self.agent else None
         span = self._start_span()
         try:
-            result = await self.inner.create(
-                messages,
-                tools=tools,
-                tool_choice=tool_choice,
-                json_output=json_output,
-                extra_create_args=extra_create_args,
-                cancellation_token=cancellation_token,
-            )
+            if sink is None:
+                result = await self.inner.create(
+                    messages,
+                    tools=tools,
+                    tool_choice=tool_choice,
+                    json_output=json_output,
+                    extra_create_args=extra_create_args,
+                    cancellation_token=cancellation_token,
+                )
+            else:
+                result = await self._stream_to_sink(
+                    sink,
+                    self.inner.create_stream(
+                        messages,
+                        tools=tools,
+                        tool_choice=tool_choice,
+                        json_output=json_output,
+                        extra_create_args=extra_create_args,
+                        cancellation_token=cancellation_token,
+                        **self._stream_kwargs,
+                    ),
+                )
         except BaseException as exc:
             record_error(span, exc)
             span.end()
@@ -90,6 +116,19 @@ class InstrumentedChatCompletionClient(ChatCompletionClient):
         self._finish_span(span, result)
         span.end()
         return result
+
+    async def _stream_to_sink(
+        self, sink: Callable[[str, str], Awaitable[None]], stream: AsyncGenerator[str | CreateResult, None]
+    ) -> CreateResult:
+        agent = self.agent or ""
+        try:
+            async for item in stream:
+                if isinstance(item, CreateResult):
+                    return item
+                await sink(agent, item)
+        finally:
+            await stream.aclose()
+        raise RuntimeError("the model stream ended without a result")
 
     async def create_stream(
         self,

@@ -49,12 +49,11 @@ class Workflow:
     source: str
     created: int
     agent_names: tuple[str, ...]
-    build_streaming: Callable[[], WorkflowRunner]
-    build_blocking: Callable[[], WorkflowRunner]
+    factory: Callable[[], WorkflowRunner]
 
-    def build(self, *, stream: bool) -> WorkflowRunner:
-        """A new, stateless runner; token streaming is turned off for non-streaming requests."""
-        return self.build_streaming() if stream else self.build_blocking()
+    def build(self) -> WorkflowRunner:
+        """A new runner (teams hold conversation state) that shares the parsed definition and clients."""
+        return self.factory()
 
 
 @dataclass
@@ -184,10 +183,10 @@ class WorkflowRegistry:
         references: list[dict[str, Any]] = []
         try:
             self._share_model_clients(document, model_id, references)
-            streaming = ComponentModel.model_validate(document)
-            blocking = ComponentModel.model_validate(self._without_token_streaming(document))
+            # Token streaming happens in the instrumented model clients, not on AgentChat's bus.
+            definition = ComponentModel.model_validate(self._without_token_streaming(document))
             loader: type[Team] | type[ChatAgent] = Team if kind == "team" else ChatAgent
-            probe = loader.load_component(streaming)
+            probe = loader.load_component(definition)
             agent_names = self._agent_names(probe)
         except WorkflowLoadError:
             self._release_later(references)
@@ -206,8 +205,7 @@ class WorkflowRegistry:
             source=source,
             created=int(time.time()),
             agent_names=agent_names,
-            build_streaming=lambda: loader.load_component(streaming),
-            build_blocking=lambda: loader.load_component(blocking),
+            factory=lambda: loader.load_component(definition),
         )
         self._workflows[model_id] = workflow
         return workflow
@@ -231,8 +229,7 @@ class WorkflowRegistry:
             source="python",
             created=int(time.time()),
             agent_names=agent_names or self._agent_names(probe),
-            build_streaming=factory,
-            build_blocking=factory,
+            factory=factory,
         )
         self._workflows[model_id] = workflow
         return workflow
@@ -254,11 +251,12 @@ class WorkflowRegistry:
     def _share_model_clients(
         self, document: dict[str, Any], model_id: str, references: list[dict[str, Any]]
     ) -> None:
-        owners: dict[int, str] = {}
+        owners: dict[int, tuple[str, bool]] = {}
         for agent in _components(document, "agent"):
             config = agent.get("config")
             if isinstance(config, dict) and isinstance(config.get("model_client"), dict):
-                owners[id(config["model_client"])] = str(config.get("name") or "agent")
+                streams = bool(config.get("model_client_stream", False))
+                owners[id(config["model_client"])] = (str(config.get("name") or "agent"), streams)
         for node in list(_components(document, "model")):
             if node.get("provider") == shared_clients.SHARED_CLIENT_PROVIDER:
                 raise WorkflowLoadError("workflow files may not reference shared clients directly")
@@ -269,7 +267,8 @@ class WorkflowRegistry:
                 raise WorkflowLoadError(
                     f"cannot build model client {node.get('provider')!r}: {exc.__class__.__name__}"
                 ) from exc
-            instrumented = InstrumentedChatCompletionClient(client, owners.get(id(node)), _model_name(spec))
+            owner: tuple[str | None, bool] = owners.get(id(node), (None, False))
+            instrumented = InstrumentedChatCompletionClient(client, owner[0], _model_name(spec), owner[1])
             reference = shared_clients.share(instrumented, model_id)
             references.append(reference)
             node.clear()

@@ -97,8 +97,7 @@ class StreamTranslator:
         if self.capped:
             return []
         if isinstance(event, ModelClientStreamingChunkEvent):
-            text = self._filter(event.source).feed(event.content)
-            return self._content(event.source, text, piece=True)
+            return self.on_token(event.source, event.content)
         if isinstance(event, BaseChatMessage) and id(event) not in self.input_messages:
             self.on_agent_message(event.source)
             if not isinstance(event, ANSWER_MESSAGE_TYPES):
@@ -107,6 +106,12 @@ class StreamTranslator:
                 return self._content(event.source, self._filters.pop(event.source).flush(), piece=False)
             return self._content(event.source, strip_markers(event.to_text()), piece=False)
         return []
+
+    def on_token(self, agent: str, text: str) -> list[ChatCompletionChunk]:
+        """Chunks to send for one model token of `agent`."""
+        if self.capped:
+            return []
+        return self._content(agent, self._filter(agent).feed(text), piece=True)
 
     def finish(self, result: TaskResult | None) -> ChatCompletionChunk:
         agent, _ = final_answer(result)
