@@ -376,6 +376,8 @@ async def serve_autogen(inp: Input, ctx: ServingContext) -> StreamingResponse | 
         observer.finish("server_error")
         logger.exception("could not build the workflow", extra={"model": inp.model})
         raise CoreFunctionError("serve_autogen") from None
+    if ctx.settings.log_prompts:
+        logger.info("prompt", extra={"model": inp.model, "prompt": [m.model_dump() for m in inp.messages]})
     token = CancellationToken()
     if stream:
         return _start_stream(inp, ctx, runner, task, token, observer, team=workflow.kind == "team")
@@ -436,6 +438,8 @@ async def _run_to_completion(
         raise
     usage = body["usage"]
     observer.tokens(usage["prompt_tokens"], usage["completion_tokens"])
+    if ctx.settings.log_prompts:
+        logger.info("completion", extra={"model": inp.model, "completion": body["choices"][0]["message"]})
     observer.finish("ok")
     return body
 
@@ -565,6 +569,10 @@ async def _produce(
                     prompt, completion = prompt_word_count(inp.messages), translator.completion_pieces
                 observer.tokens(prompt, completion)
                 _record_usage_on_span(run, result, prompt, completion)
+                if ctx.settings.log_prompts:
+                    logger.info(
+                        "completion", extra={"model": inp.model, "completion": final_answer(result)[1]}
+                    )
                 if inp.wants_usage_chunk:
                     await queue.put(translator.usage_chunk(Usage.of(prompt, completion)))
     except asyncio.CancelledError:

@@ -203,7 +203,7 @@ def test_logs_are_json_without_prompts_or_injection(two_workers: ServiceProcess)
     body = {"model": "echo", "messages": [{"role": "user", "content": SECRET}]}
     assert httpx.post(f"{two_workers.base_url}/v1/chat/completions", json=body, timeout=30).status_code == 200
     httpx.get(f"{two_workers.base_url}/v1/models/evil%0D%0Aforged%20line%1B%5B31m", timeout=10)
-    httpx.post(f"{two_workers.base_url}/v1/chat/completions", json={"model": "faulty", **body}, timeout=30)
+    httpx.post(f"{two_workers.base_url}/v1/chat/completions", json={**body, "model": "faulty"}, timeout=30)
     lines = [line for line in two_workers.logs().splitlines() if line.startswith("{")]
     records = [json.loads(line) for line in lines]
     assert records and all(
@@ -307,3 +307,14 @@ async def test_non_streaming_spans_and_error_status() -> None:
         assert missing.status_code == 404
     (serve,) = by_name(exporter.get_finished_spans(), "serve_autogen")
     assert serve.status.status_code == trace.StatusCode.ERROR and serve.events[0].name == "exception"
+
+
+async def test_prompts_are_logged_only_when_asked(caplog: pytest.LogCaptureFixture) -> None:
+    body = {"model": "echo", "messages": [{"role": "user", "content": SECRET}]}
+    for log_prompts in (False, True):
+        caplog.clear()
+        async with running_app(create_app(make_settings(log_prompts=log_prompts))) as http:
+            with caplog.at_level(logging.INFO, logger="service.autogen_server"):
+                assert (await http.post("/v1/chat/completions", json=body)).status_code == 200
+        logged = " ".join(str(record.__dict__) for record in caplog.records)
+        assert (SECRET in logged) is log_prompts
