@@ -135,6 +135,9 @@ def install_error_handlers(app: FastAPI) -> None:
 
     async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
         logger.exception("unhandled error", extra={"path": request.url.path})
+        metrics = getattr(request.app.state, "metrics", None)
+        if metrics is not None:
+            metrics.errors.labels("unhandled").inc()
         return error_response(OpenAIError(500, GENERIC_SERVER_ERROR, code="internal_error"))
 
     app.add_exception_handler(OpenAIError, on_openai_error)

@@ -20,6 +20,7 @@ Outcome = Literal["ok", "client_error", "server_error", "rate_limited", "cancell
 CoreFunction = Literal[
     "handle_response", "serve_autogen", "generate_streaming_response", "create_non_streaming_response"
 ]
+# `autogen_errors_total{function="unhandled"}`: a 500 raised outside the four core functions.
 UNKNOWN_MODEL = "unknown"
 UNKNOWN_AGENT = "other"
 

@@ -1,0 +1,79 @@
+# syntax=docker/dockerfile:1
+# AutoGen teams served as an OpenAI-compatible API (gunicorn + uvicorn workers).
+#
+#   docker build -t autogen-service:0.1.0 \
+#     --build-arg VERSION=0.1.0 --build-arg REVISION="$(git rev-parse HEAD)" .
+#   docker run --rm -p 8000:8000 autogen-service:0.1.0
+#
+# Checked by `make k8s-check` (hadolint, and tests/test_deploy.py for the policy points).
+
+# --- builder: a virtualenv with the pinned dependencies and the service -----------------------
+FROM python:3.11.11-slim-bookworm AS builder
+
+ENV PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PIP_ROOT_USER_ACTION=ignore \
+    VIRTUAL_ENV=/opt/venv \
+    PATH=/opt/venv/bin:$PATH
+
+WORKDIR /src
+RUN python -m venv "$VIRTUAL_ENV"
+
+# Dependencies first, from the exact pins of pyproject.toml (`[project].dependencies`, no dev
+# extra), in their own layer: a source change does not reinstall them. Wheels only: nothing is
+# compiled, so the builder needs no compiler either.
+COPY pyproject.toml ./
+RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" \
+        > requirements.txt \
+    && pip install --no-cache-dir --only-binary=:all: --requirement requirements.txt
+
+# Then the service itself (its dependencies are already there).
+COPY README.md ./
+COPY service ./service
+RUN pip install --no-cache-dir --no-deps . \
+    && pip check
+
+# --- runtime: the virtualenv on a clean base, no compiler, no sources, non-root --------------
+FROM python:3.11.11-slim-bookworm AS runtime
+
+ARG VERSION=0.1.0
+ARG REVISION=unknown
+ARG CREATED=unknown
+LABEL org.opencontainers.image.title="autogen-service" \
+      org.opencontainers.image.description="AutoGen AgentChat teams served as an OpenAI-compatible chat-completions API" \
+      org.opencontainers.image.version="${VERSION}" \
+      org.opencontainers.image.revision="${REVISION}" \
+      org.opencontainers.image.created="${CREATED}" \
+      org.opencontainers.image.licenses="MIT" \
+      org.opencontainers.image.source="https://github.com/example/autogen-service" \
+      org.opencontainers.image.base.name="docker.io/library/python:3.11.11-slim-bookworm"
+
+# A numeric, unprivileged user with no home and no shell (Kubernetes: runAsUser 10001).
+RUN groupadd --system --gid 10001 app \
+    && useradd --system --uid 10001 --gid 10001 --no-create-home --home-dir /nonexistent \
+        --shell /usr/sbin/nologin app
+
+COPY --from=builder /opt/venv /opt/venv
+
+# PROMETHEUS_MULTIPROC_DIR: prometheus_client's multiprocess files, on a writable path (an
+# emptyDir in Kubernetes; the service empties it at start). The root filesystem may be
+# read-only: no bytecode is written at run time (pip compiled it at install).
+ENV VIRTUAL_ENV=/opt/venv \
+    PATH=/opt/venv/bin:$PATH \
+    PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
+    HOST=0.0.0.0 \
+    PORT=8000 \
+    PROMETHEUS_MULTIPROC_DIR=/tmp/prometheus
+
+WORKDIR /app
+USER 10001:10001
+EXPOSE 8000
+
+# Liveness only (never the LLM): the same route as the Kubernetes liveness probe.
+HEALTHCHECK --interval=30s --timeout=5s --start-period=60s --retries=3 \
+    CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/healthz' % os.environ.get('PORT', '8000'), timeout=4)"]
+
+# gunicorn drains open streams on SIGTERM (GRACEFUL_TIMEOUT_S).
+STOPSIGNAL SIGTERM
+CMD ["autogen-service"]
