@@ -18,6 +18,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, star
 from yamllint import linter
 from yamllint.config import YamlLintConfig
 
+from service.observability.metrics import ServiceMetrics
 from tests.observability_helpers import (
     CONTRACT_FILE,
     DASHBOARDS_DIR,
@@ -417,46 +418,35 @@ def test_otel_collector_config() -> None:
 
 
 class FakeService:
-    """A prometheus_client exporter shaped like the contract, with counters moving in the background."""
+    """The service's own metric families (`ServiceMetrics`), moved in the background like live traffic."""
 
     def __init__(self) -> None:
-        self.registry = CollectorRegistry()
-        r = self.registry
-        self.probe = Counter("helper_probe_total", "Probe counter for the helper test.", registry=r)
-        self.requests = Counter("autogen_requests_total", "", ["model", "stream", "outcome"], registry=r)
-        self.errors = Counter("autogen_errors_total", "", ["function"], registry=r)
-        self.duration = Histogram(
-            "autogen_request_duration_seconds", "", ["model", "stream"], registry=r, buckets=(1, 10, 60, 600)
+        self.metrics = ServiceMetrics(known_models=["demo-team"], known_agents=["writer"])
+        self.registry = self.metrics.registry
+        self.probe = Counter(
+            "helper_probe_total", "Probe counter for the helper test.", registry=self.registry
         )
-        self.ttft = Histogram(
-            "autogen_time_to_first_token_seconds", "", ["model"], registry=r, buckets=(1, 10, 60)
-        )
-        self.chunks = Counter("autogen_stream_chunks_total", "", ["model"], registry=r)
-        self.tokens = Counter("autogen_tokens_total", "", ["model", "kind"], registry=r)
-        self.agent_messages = Counter("autogen_agent_messages_total", "", ["model", "agent"], registry=r)
-        self.active_streams = Gauge("autogen_active_streams", "", registry=r)
-        self.active_workflows = Gauge("autogen_active_workflows", "", registry=r)
-        self.storage_errors = Counter("autogen_ratelimit_storage_errors_total", "", registry=r)
-        self.rejected = Counter("autogen_rejected_total", "", ["reason"], registry=r)
         self.stop = threading.Event()
         self.probe.inc(3)
-        self.active_streams.set(2)
-        self.active_workflows.set(5)
+        self.metrics.active_streams.set(2)
+        self.metrics.active_workflows.set(5)
 
     def tick(self) -> None:
+        metrics = self.metrics
         for outcome in ("ok", "client_error", "server_error", "rate_limited", "cancelled", "timeout"):
-            self.requests.labels("demo-team", "true", outcome).inc()
+            observer = metrics.request("demo-team", stream=True)
+            observer.first_content()
+            observer.finish(outcome)  # type: ignore[arg-type]
         for function in ("handle_response", "generate_streaming_response"):
-            self.errors.labels(function).inc()
-        self.duration.labels("demo-team", "true").observe(3)
-        self.ttft.labels("demo-team").observe(0.5)
-        self.chunks.labels("demo-team").inc(10)
-        self.tokens.labels("demo-team", "prompt").inc(20)
-        self.tokens.labels("demo-team", "completion").inc(30)
-        self.agent_messages.labels("demo-team", "writer").inc()
-        self.storage_errors.inc()
+            metrics.errors.labels(function).inc()
+        observer = metrics.request("demo-team", stream=True)
+        observer.chunks(10)
+        observer.tokens(20, 30)
+        observer.agent_message("writer")
+        observer.model_call()
+        metrics.ratelimit_storage_errors.inc()
         for reason in ("overload", "body_too_large", "unauthorized"):
-            self.rejected.labels(reason).inc()
+            metrics.rejected.labels(reason).inc()
 
     def run(self) -> None:
         while not self.stop.wait(0.2):
