@@ -537,6 +537,9 @@ def _token_sink(
             await queue.put(chunk)
         if translator.capped:
             token.cancel()
+        # Let the response task send what is queued: a fast model would otherwise run the whole
+        # team before the first byte leaves.
+        await asyncio.sleep(0)
 
     return sink
 
