@@ -24,6 +24,7 @@ from service.observability.logging import configure_logging
 from service.observability.metrics import ServiceMetrics
 from service.observability.tracing import configure_tracing, instrument_app, shutdown_tracing
 from service.protection.capacity import WorkflowSlots
+from service.protection.install import install_protection, log_protection
 from service.workflows.registry import WorkflowRegistry
 
 logger = logging.getLogger(__name__)
@@ -66,6 +67,7 @@ def create_app(
             slots=WorkflowSlots(settings.max_concurrent_workflows, service_metrics.active_workflows),
         )
         lifecycle.workflows_loaded = bool(workflows.all())
+        log_protection(app, settings)
         logger.info(
             "workflows loaded",
             extra={
@@ -92,6 +94,7 @@ def create_app(
     install_error_handlers(app)
     for router in (chat.router, models.router, health.router, metrics.router):
         app.include_router(router)
+    install_protection(app, settings)
     app.add_middleware(RequestIdMiddleware)
     if tracer_provider is not None:
         instrument_app(app, tracer_provider)

@@ -64,6 +64,7 @@ SSE_KEEPALIVE = ": ping\n\n"
 STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no", "Connection": "keep-alive"}
 _FINAL_PUT_TIMEOUT_S = 5.0
 _PRODUCER_STOP_TIMEOUT_S = 5.0
+_MAX_EVENTS_PER_WRITE = 64
 
 
 @dataclass
@@ -169,6 +170,10 @@ def handle_response(response: Any) -> dict[str, Any]:
     return data
 
 
+def _has_content(chunk: Any) -> bool:
+    return bool(chunk.choices and chunk.choices[0].delta.get("content"))
+
+
 def _encode(item: Any) -> str:
     return f"data: {json.dumps(handle_response(item), separators=(',', ':'), ensure_ascii=False)}\n\n"
 
@@ -197,7 +202,7 @@ async def generate_streaming_response(
         deadline_s: hard cap on the whole stream (the producer's own deadline plus a margin).
 
     Yields:
-        SSE-encoded strings.
+        SSE-encoded strings; the events already queued are joined into one string (one write).
 
     Raises:
         Nothing to the caller once streaming: failures become an error event. (The HTTP status is
@@ -220,22 +225,26 @@ async def generate_streaming_response(
                     continue
             else:
                 item = queue.get_nowait()
-            if isinstance(item, StreamEnd):
-                if observer:
-                    observer.finish("ok")
-                yield SSE_DONE
-                return
-            if isinstance(item, StreamFailure):
-                if observer:
-                    observer.finish(item.outcome)
-                yield _encode(item.error.body())
-                return
-            payload = _encode(item)
-            if observer is not None:
-                observer.chunks()
-                if observer.first_token_at is None and item.choices and item.choices[0].delta.get("content"):
+            # Everything already queued leaves in one write: the client gets the same SSE events,
+            # the server makes one send (and one loop turn) for many when the client lags behind.
+            events: list[str] = []
+            while True:
+                if isinstance(item, StreamEnd | StreamFailure):
+                    if observer:
+                        observer.chunks(len(events))
+                        observer.finish("ok" if isinstance(item, StreamEnd) else item.outcome)
+                    events.append(SSE_DONE if isinstance(item, StreamEnd) else _encode(item.error.body()))
+                    yield "".join(events)
+                    return
+                events.append(_encode(item))
+                if observer is not None and observer.first_token_at is None and _has_content(item):
                     observer.first_content()
-            yield payload
+                if queue.empty() or len(events) >= _MAX_EVENTS_PER_WRITE:
+                    break
+                item = queue.get_nowait()
+            if observer is not None:
+                observer.chunks(len(events))
+            yield "".join(events)
     except TimeoutError:
         logger.warning("stream deadline passed", extra={"model": inp.model})
         if observer:
@@ -302,11 +311,23 @@ def create_non_streaming_response(
     return handle_response(output)
 
 
+def _error_type(exc: BaseException) -> type[BaseException]:
+    """The type of `exc`; for a team run, the type of the agent's error that AgentChat re-raised as
+    `RuntimeError("<TypeName>: <message>...")` (its group chat serializes errors from the runtime)."""
+    if type(exc) is RuntimeError:
+        candidate = getattr(openai, str(exc).split(":", 1)[0].strip(), None)
+        if isinstance(candidate, type) and issubclass(candidate, openai.APIError):
+            return candidate
+    return type(exc)
+
+
 def upstream_error(exc: BaseException) -> OpenAIError | None:
     """The client-facing error for a failure of the LLM behind the team (no upstream details)."""
-    if isinstance(exc, openai.APITimeoutError):
+    kind = _error_type(exc)
+    if issubclass(kind, openai.APITimeoutError):
         return OpenAIError(504, "The upstream model did not answer in time.", code="upstream_timeout")
-    if isinstance(exc, openai.APIConnectionError | openai.APIStatusError):
+    # APIError covers HTTP errors, connection failures and error events inside the model's stream.
+    if issubclass(kind, openai.APIError):
         return OpenAIError(502, "The upstream model failed to answer.", code="upstream_error")
     return None
 
@@ -323,6 +344,24 @@ def _check_bounds(inp: Input, settings: Settings) -> None:
                 f"Message {index} is too long: at most {settings.max_message_chars} characters.",
                 param=f"messages.{index}.content",
             )
+
+
+@contextlib.asynccontextmanager
+async def _deadline(seconds: float, token: CancellationToken) -> AsyncIterator[None]:
+    """`asyncio.timeout` that also cancels the run's token when it fires.
+
+    AgentChat's `run_stream` waits (in its `finally`) for the team's runtime to go idle before the
+    timeout's cancellation gets through; cancelling the token at the same instant stops the agents'
+    model calls, so the deadline ends the run at once instead of when the team is done.
+    """
+    loop = asyncio.get_running_loop()
+    when = loop.time() + seconds
+    cancel_run = loop.call_at(when, token.cancel)
+    try:
+        async with asyncio.timeout_at(when):
+            yield
+    finally:
+        cancel_run.cancel()
 
 
 def _overloaded() -> OpenAIError:
@@ -400,7 +439,7 @@ async def _run_to_completion(
     try:
         with traced_run(inp.model, new_completion_id(), observer) as run:
             turn_ended = _agent_turn_ended(run, observer)
-            async with asyncio.timeout(ctx.settings.workflow_timeout_s):
+            async with _deadline(ctx.settings.workflow_timeout_s, token):
                 async for event in runner.run_stream(task=task, cancellation_token=token):
                     if isinstance(event, TaskResult):
                         result = event
@@ -537,9 +576,6 @@ def _token_sink(
             await queue.put(chunk)
         if translator.capped:
             token.cancel()
-        # Let the response task send what is queued: a fast model would otherwise run the whole
-        # team before the first byte leaves.
-        await asyncio.sleep(0)
 
     return sink
 
@@ -564,7 +600,7 @@ async def _produce(
         with traced_run(inp.model, translator.completion_id, observer) as run:
             translator.on_agent_message = _agent_turn_ended(run, observer)
             run.token_sink = _token_sink(translator, queue, token)
-            async with asyncio.timeout(ctx.settings.workflow_timeout_s):
+            async with _deadline(ctx.settings.workflow_timeout_s, token):
                 result = await _queue_run_events(runner, task, token, translator, queue)
                 await queue.put(translator.finish(result))
                 prompt, completion = usage_of(result)

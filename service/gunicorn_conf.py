@@ -17,7 +17,9 @@ _settings = load_settings()
 
 bind = f"{_settings.host}:{_settings.port}"
 workers = _settings.workers
-worker_class = "uvicorn_worker.UvicornWorker"
+# uvicorn_worker.UvicornWorker with the streaming drain (readiness 503 at once on SIGTERM, then open
+# streams run to [DONE]); see service/protection/worker.py.
+worker_class = "service.protection.worker.DrainingUvicornWorker"
 graceful_timeout = int(_settings.graceful_timeout_s)
 # Streams are long: the worker heartbeat timeout must not kill a busy worker; uvicorn workers
 # heartbeat from their event loop, so this only fires when the loop is truly stuck.
@@ -45,7 +47,8 @@ def on_starting(server: Any) -> None:
 
 
 def child_exit(server: Any, worker: Any) -> None:
-    """Keep a dead worker's counters but drop its live gauges."""
+    """Keep a dead worker's counters but drop its live gauges (also after a SIGKILL: the master
+    replaces the worker and calls this for the old pid)."""
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         from prometheus_client import multiprocess
 

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+# On SIGTERM, time kept between uvicorn's graceful timeout and gunicorn's for the app's shutdown
+# (close clients, flush traces) before the master would SIGKILL the worker.
+SHUTDOWN_MARGIN_S = 2.0
+
 
 @dataclass
 class Lifecycle:

@@ -131,7 +131,23 @@ def translator() -> StreamTranslator:
 
 
 async def collect(inp: Input, queue: asyncio.Queue[Any], **kwargs: Any) -> list[str]:
-    return [event async for event in generate_streaming_response(inp, queue, **kwargs)]
+    """The SSE events, however they were grouped into writes."""
+    writes = [write async for write in generate_streaming_response(inp, queue, **kwargs)]
+    return [event + "\n\n" for event in "".join(writes).split("\n\n") if event]
+
+
+async def test_queued_events_leave_in_one_write() -> None:
+    queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=8)
+    tr = translator()
+    for item in (
+        tr.start(),
+        *tr.on_event(TextMessage(source="agent", content="hello")),
+        tr.finish(None),
+        StreamEnd(),
+    ):
+        queue.put_nowait(item)
+    writes = [write async for write in generate_streaming_response(request(stream=True), queue)]
+    assert len(writes) == 1 and writes[0].count("data: ") == 4 and writes[0].endswith("data: [DONE]\n\n")
 
 
 async def test_streaming_response_is_sse_with_data_fields_and_done() -> None:

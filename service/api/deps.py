@@ -1,4 +1,8 @@
-"""FastAPI dependencies: what a route needs, reached through `request.app.state`, never globals."""
+"""FastAPI dependencies: what a route needs, reached through `request.app.state`, never globals.
+
+They are `async def`: FastAPI runs a plain `def` dependency in its thread pool, a thread hop per
+request (and a pool of 40 threads shared by every request of the worker).
+"""
 
 from __future__ import annotations
 
@@ -10,30 +14,31 @@ from service.autogen_server import ServingContext
 from service.config import Settings
 from service.lifecycle import Lifecycle
 from service.observability.metrics import ServiceMetrics
+from service.protection.auth import require_api_key
 from service.workflows.registry import WorkflowRegistry
 
 
-def get_context(request: Request) -> ServingContext:
+async def get_context(request: Request) -> ServingContext:
     context: ServingContext = request.app.state.serving
     return context
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 
 
-def get_registry(request: Request) -> WorkflowRegistry:
+async def get_registry(request: Request) -> WorkflowRegistry:
     registry: WorkflowRegistry = request.app.state.serving.registry
     return registry
 
 
-def get_metrics(request: Request) -> ServiceMetrics:
+async def get_metrics(request: Request) -> ServiceMetrics:
     metrics: ServiceMetrics = request.app.state.metrics
     return metrics
 
 
-def get_lifecycle(request: Request) -> Lifecycle:
+async def get_lifecycle(request: Request) -> Lifecycle:
     lifecycle: Lifecycle = request.app.state.lifecycle
     return lifecycle
 
@@ -43,3 +48,5 @@ SettingsDep = Annotated[Settings, Depends(get_settings)]
 RegistryDep = Annotated[WorkflowRegistry, Depends(get_registry)]
 MetricsDep = Annotated[ServiceMetrics, Depends(get_metrics)]
 LifecycleDep = Annotated[Lifecycle, Depends(get_lifecycle)]
+# The caller's API key fingerprint (None when auth is off); 401 without a valid key.
+ApiKeyDep = Annotated[str | None, Depends(require_api_key)]

@@ -29,7 +29,7 @@ def now() -> int:
 class TextContentPart(BaseModel):
     """A `{"type": "text", "text": ...}` content part; other part types are not supported."""
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", strict=True)
 
     type: Literal["text"]
     text: Annotated[str, StringConstraints(max_length=SCHEMA_MAX_TEXT_CHARS)]
@@ -38,7 +38,7 @@ class TextContentPart(BaseModel):
 class ChatMessage(BaseModel):
     """One message of the conversation. The role decides who said it; content is never parsed for roles."""
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", strict=True)
 
     role: Literal["system", "developer", "user", "assistant"]
     content: (
@@ -58,7 +58,7 @@ class ChatMessage(BaseModel):
 
 
 class StreamOptions(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", strict=True)
 
     include_usage: bool = False
 
@@ -72,6 +72,7 @@ class Input(BaseModel):
 
     model_config = ConfigDict(
         extra="ignore",
+        strict=True,  # a JSON value of the wrong type is refused (no `false` for a number), as documented
         json_schema_extra={
             "examples": [{"model": "demo-team", "messages": [{"role": "user", "content": "Hello"}]}]
         },
@@ -95,8 +96,8 @@ class Input(BaseModel):
     @field_validator("messages")
     @classmethod
     def _needs_a_user_message(cls, messages: list[ChatMessage]) -> list[ChatMessage]:
-        if not any(message.role == "user" for message in messages):
-            raise ValueError("at least one message must have the role 'user'")
+        if not any(message.role == "user" and message.text() for message in messages):
+            raise ValueError("at least one message with the role 'user' must have text content")
         return messages
 
     @property

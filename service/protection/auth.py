@@ -117,7 +117,9 @@ class ApiKeys:
         except (OSError, UnicodeDecodeError) as exc:
             if initial:
                 # Refuse to start rather than run with fewer keys than intended.
-                raise RuntimeError(f"API_KEYS_FILE {self._file} cannot be read: {type(exc).__name__}") from None
+                raise RuntimeError(
+                    f"API_KEYS_FILE {self._file} cannot be read: {type(exc).__name__}"
+                ) from None
             logger.warning(
                 "API_KEYS_FILE cannot be read; keeping the previous keys",
                 extra={"reason": type(exc).__name__},

@@ -1,32 +1,80 @@
-"""`POST /v1/chat/completions`: a thin route over `serve_autogen`."""
+"""`POST /v1/chat/completions`: a thin route over `serve_autogen`, behind the protections.
+
+The router's guards run in order before the body is validated: drain (503), API key (401),
+JSON content type (415), rate limit (429). Backpressure (503) and deadlines (504) are enforced
+by `serve_autogen` itself.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
 
 from service.api.cancellation import ClientDisconnected, cancel_on_disconnect
 from service.api.deps import ContextDep
+from service.api.errors import OpenAIError
 from service.api.protocol import ChatCompletionChunk, ErrorResponse, Input, Output
 from service.autogen_server import serve_autogen
+from service.protection.auth import require_api_key
+from service.protection.drain import refuse_while_draining
+from service.protection.ratelimit import enforce_rate_limit, rate_limit_headers
 
-router = APIRouter(tags=["chat"])
 
+async def require_json(request: Request) -> None:
+    """Dependency: the body must be declared as JSON (415 otherwise, not a confusing 400)."""
+    media_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if media_type != "application/json" and not media_type.endswith("+json"):
+        raise OpenAIError(
+            415,
+            "The request body must be JSON (Content-Type: application/json).",
+            code="unsupported_media_type",
+        )
+
+
+router = APIRouter(
+    tags=["chat"],
+    dependencies=[
+        Depends(refuse_while_draining),
+        Depends(require_api_key),
+        Depends(require_json),
+        Depends(enforce_rate_limit),
+    ],
+)
+
+_DESCRIPTIONS: dict[int | str, str] = {
+    400: "Invalid request",
+    401: "Missing or invalid API key",
+    404: "Unknown model",
+    413: "Request body too large",
+    415: "Request body not declared as JSON",
+    429: "Rate limited (`Retry-After`, `x-ratelimit-*` headers)",
+    500: "Server error",
+    502: "Upstream model error",
+    503: "Overloaded or shutting down (`Retry-After` header)",
+    504: "Deadline exceeded",
+    # Any other 4xx (405, ...) has the same shape; FastAPI's 422 is never sent (it is a 400).
+    "4XX": "Other client error",
+}
+# The schema of one event of the stream (OpenAPI/schemathesis validate SSE responses per event).
+_SSE_EVENT: dict[str, Any] = {
+    "type": "object",
+    "required": ["data"],
+    "properties": {
+        "data": {
+            "type": "string",
+            "description": "A `chat.completion.chunk` as JSON (fields: "
+            + ", ".join(ChatCompletionChunk.model_fields)
+            + "); `[DONE]` as the last event; or, for a failure after the first byte, an OpenAI "
+            'error object (`{"error": {...}}`) as the last event. `: ping` comments keep the '
+            "connection alive while an agent thinks.",
+        },
+        "event": {"type": "string"},
+    },
+}
 _ERRORS: dict[int | str, dict[str, Any]] = {
-    status: {"model": ErrorResponse, "description": description}
-    for status, description in {
-        400: "Invalid request",
-        401: "Missing or invalid API key",
-        404: "Unknown model",
-        413: "Request body too large",
-        429: "Rate limited",
-        500: "Server error",
-        502: "Upstream model error",
-        503: "Overloaded or shutting down",
-        504: "Deadline exceeded",
-    }.items()
+    status: {"model": ErrorResponse, "description": text} for status, text in _DESCRIPTIONS.items()
 }
 
 
@@ -40,7 +88,7 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
             "`chat.completion.chunk` events ending with `data: [DONE]`.",
             "content": {
                 "application/json": {"schema": {"$ref": "#/components/schemas/Output"}},
-                "text/event-stream": {"schema": ChatCompletionChunk.model_json_schema()},
+                "text/event-stream": {"schema": _SSE_EVENT},
             },
         },
     },
@@ -48,13 +96,15 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 )
 async def create_chat_completion(inp: Input, request: Request, ctx: ContextDep) -> Response:
     """Run the team named by `model` on the conversation; stream with `stream: true`."""
+    headers = rate_limit_headers(request)
     if inp.stream:
         response = await serve_autogen(inp, ctx)
         assert isinstance(response, Response)
+        response.headers.update(headers)
         return response
     try:
         body = await cancel_on_disconnect(request, serve_autogen(inp, ctx))
     except ClientDisconnected:
         return Response(status_code=499)
     assert isinstance(body, dict)
-    return JSONResponse(body)
+    return JSONResponse(body, headers=headers)

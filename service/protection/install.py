@@ -1,0 +1,67 @@
+"""Wiring of the protections into the app, and the start-up report of what is on."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI
+
+from service.config import Settings
+from service.lifecycle import SHUTDOWN_MARGIN_S
+from service.protection.auth import ApiKeys
+from service.protection.body_limit import BodyLimitMiddleware
+from service.protection.headers import CORSMiddleware, SecurityHeadersMiddleware, cors_options
+from service.protection.ratelimit import ChatRateLimiter, redact_uri
+
+logger = logging.getLogger("service.protection")
+
+# A stream may outlive WORKFLOW_TIMEOUT_S by the producer's final-put margin (autogen_server).
+_STREAM_MARGIN_S = 5.0
+
+
+def install_protection(app: FastAPI, settings: Settings) -> None:
+    """API keys and rate limiter on `app.state`; body cap, CORS and security headers as ASGI middleware."""
+    app.state.api_keys = ApiKeys.from_settings(settings)
+    app.state.rate_limiter = ChatRateLimiter(settings) if settings.rate_limit else None
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    if settings.cors_origins:
+        app.add_middleware(CORSMiddleware, **cors_options(settings))
+    app.add_middleware(SecurityHeadersMiddleware)
+
+
+def log_protection(app: FastAPI, settings: Settings) -> None:
+    """One start-up line per protection; a loud warning when the service accepts anyone."""
+    api_keys: ApiKeys = app.state.api_keys
+    if api_keys.enabled:
+        logger.info("API key authentication on", extra={"keys": api_keys.fingerprints})
+    else:
+        logger.warning(
+            "API KEY AUTHENTICATION IS OFF: API_KEYS and API_KEYS_FILE are empty, every client is "
+            "accepted. Set API_KEYS (or API_KEYS_FILE) before exposing this service."
+        )
+    logger.info(
+        "protection settings",
+        extra={
+            "rate_limit": settings.rate_limit or "off",
+            "rate_limit_storage": redact_uri(settings.rate_limit_storage_uri),
+            "max_concurrent_workflows": settings.max_concurrent_workflows,
+            "max_body_bytes": settings.max_body_bytes,
+            "workflow_timeout_s": settings.workflow_timeout_s,
+            "graceful_timeout_s": settings.graceful_timeout_s,
+            "drain_delay_s": settings.drain_delay_s,
+            "cors_origins": settings.cors_origins or "off",
+        },
+    )
+    per_process = settings.rate_limit_storage_uri.startswith("memory://")
+    if settings.rate_limit and per_process and settings.workers > 1:
+        logger.warning(
+            "RATE_LIMIT with memory:// storage counts per worker process: set RATE_LIMIT_STORAGE_URI "
+            "to a redis:// URI to share the limit between workers and pods"
+        )
+    needed = settings.workflow_timeout_s + _STREAM_MARGIN_S + settings.drain_delay_s + SHUTDOWN_MARGIN_S
+    if settings.graceful_timeout_s < needed:
+        logger.warning(
+            "GRACEFUL_TIMEOUT_S is shorter than WORKFLOW_TIMEOUT_S + drain: a stream that starts just "
+            "before a shutdown may be cut",
+            extra={"graceful_timeout_s": settings.graceful_timeout_s, "needed_s": needed},
+        )

@@ -1,0 +1,98 @@
+"""The gunicorn worker: `uvicorn_worker.UvicornWorker` plus a graceful drain for streaming.
+
+On SIGTERM (gunicorn sends it to every worker when the master gets SIGTERM):
+
+1. at once, the app's `Lifecycle` starts draining: `/readyz` answers 503 and new chat requests
+   get 503 + `Connection: close`;
+2. for `DRAIN_DELAY_S` the worker still accepts connections, so probes and load balancers see the
+   503 instead of a refused connection;
+3. then uvicorn stops accepting (new connections are refused) and waits for the open connections:
+   every stream runs to `data: [DONE]`. uvicorn's own graceful timeout is set just below
+   gunicorn's `graceful_timeout`, so a stream still open then is ended by the worker (which then
+   runs the app's shutdown) rather than by the master's SIGKILL.
+
+SIGQUIT (gunicorn's quick shutdown) skips the delay and the wait.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+import time
+from collections.abc import Callable
+from types import FrameType
+from typing import Any, ClassVar
+
+from gunicorn.arbiter import Arbiter
+from uvicorn.config import Config
+from uvicorn.server import Server
+from uvicorn_worker import UvicornWorker
+
+from service.config import load_settings
+from service.lifecycle import SHUTDOWN_MARGIN_S, Lifecycle
+
+logger = logging.getLogger("service.drain")
+
+
+class DrainingServer(Server):
+    """A uvicorn `Server` whose exit starts the app's drain and keeps accepting for `drain_delay_s`."""
+
+    def __init__(self, config: Config, on_drain: Callable[[], None], drain_delay_s: float) -> None:
+        super().__init__(config)
+        self._on_drain = on_drain
+        self._drain_delay_s = drain_delay_s
+        self._graceful = False
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        if not self.should_exit:
+            self._graceful = sig == signal.SIGTERM
+            self._on_drain()
+        super().handle_exit(sig, frame)
+
+    def quick_exit(self) -> None:
+        self._on_drain()
+        self.should_exit = True
+        self.force_exit = True
+
+    async def shutdown(self, sockets: list[Any] | None = None) -> None:
+        if self._graceful and self._drain_delay_s > 0 and not self.force_exit:
+            logger.info(
+                "draining: /readyz answers 503; the listener closes after the drain delay",
+                extra={"drain_delay_s": self._drain_delay_s},
+            )
+            deadline = time.monotonic() + self._drain_delay_s
+            # Polls the flags the signal handlers set, as uvicorn's own main loop does.
+            while time.monotonic() < deadline and not self.force_exit:  # noqa: ASYNC110
+                await asyncio.sleep(0.05)
+        logger.info(
+            "draining: no new connections; waiting for the open ones",
+            extra={"connections": len(self.server_state.connections)},
+        )
+        await super().shutdown(sockets)
+
+
+class DrainingUvicornWorker(UvicornWorker):  # type: ignore[misc]
+    """`uvicorn_worker.UvicornWorker` with the drain described in the module docstring."""
+
+    CONFIG_KWARGS: ClassVar[dict[str, Any]] = {"loop": "auto", "http": "auto", "server_header": False}
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.drain_delay_s = load_settings().drain_delay_s
+        graceful = float(self.cfg.graceful_timeout)
+        self.config.timeout_graceful_shutdown = max(1, int(graceful - self.drain_delay_s - SHUTDOWN_MARGIN_S))
+
+    def _start_draining(self) -> None:
+        lifecycle = getattr(getattr(self.wsgi, "state", None), "lifecycle", None)
+        if isinstance(lifecycle, Lifecycle):
+            lifecycle.start_draining()
+
+    async def _serve(self) -> None:
+        self.config.app = self.wsgi
+        server = DrainingServer(self.config, self._start_draining, self.drain_delay_s)
+        asyncio.get_running_loop().add_signal_handler(signal.SIGQUIT, server.quick_exit)
+        await server.serve(sockets=self.sockets)
+        if not server.started:
+            sys.exit(Arbiter.WORKER_BOOT_ERROR)
