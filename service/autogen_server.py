@@ -435,8 +435,9 @@ async def _run_to_completion(
     observer: RequestObserver,
 ) -> dict[str, Any]:
     task_ids = {id(message) for message in task}
-    result: TaskResult | None = None
-    try:
+
+    async def run_team() -> TaskResult | None:
+        result: TaskResult | None = None
         with traced_run(inp.model, new_completion_id(), observer) as run:
             turn_ended = _agent_turn_ended(run, observer)
             async with _deadline(ctx.settings.workflow_timeout_s, token):
@@ -446,8 +447,20 @@ async def _run_to_completion(
                     elif isinstance(event, BaseChatMessage) and id(event) not in task_ids:
                         turn_ended(event.source)
             _record_usage_on_span(run, result)
+        return result
+
+    # The run is a child task awaited through `asyncio.wait`, which does not pass a cancellation
+    # on: when the client goes away, the token is cancelled first (stopping the agents' model
+    # calls at once), then the run. Cancelling the run alone would make AgentChat wait in its
+    # `finally` for the team to go idle, i.e. finish its current turns.
+    team_run = asyncio.create_task(run_team(), name=f"workflow:{inp.model}")
+    try:
+        await asyncio.wait({team_run})
+        result = team_run.result()
     except asyncio.CancelledError:
         token.cancel()
+        team_run.cancel()
+        await asyncio.wait({team_run}, timeout=_PRODUCER_STOP_TIMEOUT_S)
         observer.finish("cancelled")
         raise
     except TimeoutError:

@@ -21,7 +21,7 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
     workers: int = Field(2, ge=1, le=64)
-    graceful_timeout_s: float = Field(120.0, gt=0, le=3600)
+    graceful_timeout_s: float = Field(310.0, gt=0, le=3600)
     # After SIGTERM: /readyz answers 503 and new chat requests are refused for this long before the
     # listener closes (then open streams finish within GRACEFUL_TIMEOUT_S).
     drain_delay_s: float = Field(1.0, ge=0, le=600)

@@ -176,3 +176,23 @@ def test_upstream_failure_is_a_clean_502(tmp_path: Path) -> None:
         with pytest.raises(openai.APIError) as streamed:
             list(stream)
         assert "upstream model" in str(streamed.value)
+
+
+def test_non_streaming_disconnect_stops_model_calls(tmp_path: Path, fake_llm: FakeLLMProcess) -> None:
+    env = {"LLM_BASE_URL": fake_llm.base_url, "LLM_MODEL": "fake-llm", "LLM_API_KEY": "sk-fake"}
+    with start_service(tmp_path, **env) as process:
+        body = {"model": "demo-team", "messages": QUESTION}
+        with pytest.raises(httpx.ReadTimeout):
+            httpx.post(f"{process.base_url}/v1/chat/completions", json=body, timeout=0.8)
+        gone_at = time.time()
+        deadline = gone_at + 5
+        while time.time() < deadline and fake_llm.stats()["in_flight"]:
+            time.sleep(0.05)
+        stats = fake_llm.stats()
+        assert stats["in_flight"] == 0 and stats["cancelled"] == 1
+        assert stats["last_cancelled_at"] - gone_at < 1.0
+        time.sleep(2.0)
+        assert fake_llm.stats()["requests"] == 1
+        cancelled = 'autogen_requests_total{model="demo-team",outcome="cancelled",stream="false"}'
+        assert metric(process.base_url, cancelled) == 1
+        assert metric(process.base_url, "autogen_active_workflows") == 0

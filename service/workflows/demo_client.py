@@ -93,6 +93,14 @@ def compose_reply(role: DemoRole, messages: Sequence[LLMMessage], terminate: boo
     return f"{reply} {TERMINATE_MARKER}" if terminate else reply
 
 
+async def _cancellable_sleep(seconds: float, cancellation_token: CancellationToken | None) -> None:
+    """Sleep like a model call: cancelling the run's token ends the wait at once."""
+    wait = asyncio.ensure_future(asyncio.sleep(seconds))
+    if cancellation_token is not None:
+        cancellation_token.link_future(wait)
+    await wait
+
+
 def count_words(messages: Sequence[LLMMessage]) -> int:
     return sum(len(_text_of(message).split()) for message in messages)
 
@@ -149,7 +157,7 @@ class DemoChatCompletionClient(ChatCompletionClient, Component[DemoChatCompletio
             raise InjectedFault("embedded model: injected fault")
         delay = self._ttft_s + self._token_s * len(tokens)
         if delay:
-            await asyncio.sleep(delay)
+            await _cancellable_sleep(delay, cancellation_token)
         return CreateResult(
             finish_reason="stop", content=reply, usage=self._usage(messages, len(tokens)), cached=False
         )
@@ -168,7 +176,7 @@ class DemoChatCompletionClient(ChatCompletionClient, Component[DemoChatCompletio
         reply = compose_reply(self._config.role, messages, self._config.terminate)
         tokens = _TOKEN_PATTERN.findall(reply)
         if self._ttft_s:
-            await asyncio.sleep(self._ttft_s)
+            await _cancellable_sleep(self._ttft_s, cancellation_token)
         for index, token in enumerate(tokens):
             if cancellation_token is not None and cancellation_token.is_cancelled():
                 raise asyncio.CancelledError()
