@@ -186,6 +186,7 @@ async def generate_streaming_response(
     observer: RequestObserver | None = None,
     keepalive_s: float = 15.0,
     deadline_s: float | None = None,
+    flush_interval_s: float = 0.0,
 ) -> AsyncIterator[str]:
     """Stream the running team's chunks to the client as Server-Sent Events.
 
@@ -200,6 +201,8 @@ async def generate_streaming_response(
         observer: records time to first token, chunk counts and the request's outcome.
         keepalive_s: longest silence before a keep-alive comment.
         deadline_s: hard cap on the whole stream (the producer's own deadline plus a margin).
+        flush_interval_s: after a write, chunks are gathered for up to this long before the next
+            write (the first content chunk is written at once).
 
     Yields:
         SSE-encoded strings; the events already queued are joined into one string (one write).
@@ -209,6 +212,8 @@ async def generate_streaming_response(
         already sent; errors are logged and counted as `generate_streaming_response` 500s.)
     """
     deadline = time.monotonic() + deadline_s if deadline_s else None
+    last_write = 0.0
+    content_sent = False
     try:
         while True:
             if queue.empty():
@@ -225,6 +230,10 @@ async def generate_streaming_response(
                     continue
             else:
                 item = queue.get_nowait()
+            if flush_interval_s and content_sent:
+                hold = last_write + flush_interval_s - time.monotonic()
+                if hold > 0:
+                    await asyncio.sleep(hold)
             # Everything already queued leaves in one write: the client gets the same SSE events,
             # the server makes one send (and one loop turn) for many when the client lags behind.
             events: list[str] = []
@@ -237,14 +246,17 @@ async def generate_streaming_response(
                     yield "".join(events)
                     return
                 events.append(_encode(item))
-                if observer is not None and observer.first_token_at is None and _has_content(item):
-                    observer.first_content()
+                if not content_sent and _has_content(item):
+                    content_sent = True
+                    if observer is not None:
+                        observer.first_content()
                 if queue.empty() or len(events) >= _MAX_EVENTS_PER_WRITE:
                     break
                 item = queue.get_nowait()
             if observer is not None:
                 observer.chunks(len(events))
             yield "".join(events)
+            last_write = time.monotonic()
     except TimeoutError:
         logger.warning("stream deadline passed", extra={"model": inp.model})
         if observer:
@@ -527,6 +539,7 @@ def _start_stream(
         queue,
         observer=observer,
         keepalive_s=ctx.settings.stream_keepalive_s,
+        flush_interval_s=ctx.settings.stream_flush_interval_ms / 1000,
         deadline_s=ctx.settings.workflow_timeout_s + _FINAL_PUT_TIMEOUT_S,
     )
     return AgentStreamingResponse(body, on_close=run.close)

@@ -45,6 +45,9 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(1_048_576, ge=1024)
     stream_queue_size: int = Field(256, ge=1, le=100_000)
     stream_keepalive_s: float = Field(15.0, gt=0, le=3600)
+    # Tokens that arrive within this interval of the previous write leave together in the next
+    # write (same SSE events, fewer sends); the first content token is never held back.
+    stream_flush_interval_ms: float = Field(20.0, ge=0, le=1000)
 
     # Protection
     api_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)

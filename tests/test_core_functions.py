@@ -229,7 +229,7 @@ async def test_serve_autogen_streaming_returns_a_streaming_response() -> None:
     assert isinstance(response, StreamingResponse)
     assert response.media_type == "text/event-stream"
     events = [event async for event in response.body_iterator]
-    assert events[-1] == "data: [DONE]\n\n"
+    assert events[-1].endswith("data: [DONE]\n\n")
     await response._on_close()  # type: ignore[attr-defined]
     assert ctx.slots.in_use == 0
 
@@ -292,3 +292,27 @@ async def test_serve_autogen_deadline_is_a_504() -> None:
     assert (
         counter(ctx.metrics, "autogen_requests_total", model="echo", stream="false", outcome="timeout") == 1
     )
+
+
+async def test_flush_interval_groups_tokens_but_sends_the_first_at_once() -> None:
+    queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=64)
+    tr = translator()
+
+    async def produce() -> None:
+        await queue.put(tr.start())
+        for index in range(20):
+            for chunk in tr.on_token("agent", f"t{index} "):
+                await queue.put(chunk)
+            await asyncio.sleep(0.005)
+        await queue.put(tr.finish(None))
+        await queue.put(StreamEnd())
+
+    producer = asyncio.create_task(produce())
+    writes = []
+    async for write in generate_streaming_response(request(stream=True), queue, flush_interval_s=0.05):
+        writes.append(write)
+    await producer
+    text = "".join(writes)
+    assert text.count('"content":"t') == 20 and text.endswith("data: [DONE]\n\n")
+    assert '"content":"t0 "' in writes[0] + writes[1]  # the first token is not held back
+    assert len(writes) < 10  # ~100 ms of tokens in 50 ms batches, not 20 writes

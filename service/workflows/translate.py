@@ -82,11 +82,12 @@ class StreamTranslator:
     _filters: dict[str, MarkerFilter] = field(default_factory=dict)
 
     def chunk(self, delta: dict[str, str], finish_reason: FinishReason | None = None) -> ChatCompletionChunk:
-        return ChatCompletionChunk(
+        # One per token, from values this class controls: built without re-validation.
+        return ChatCompletionChunk.model_construct(
             id=self.completion_id,
             created=self.created,
             model=self.model,
-            choices=[ChunkChoice(delta=delta, finish_reason=finish_reason)],
+            choices=[ChunkChoice.model_construct(delta=delta, finish_reason=finish_reason, index=0)],
         )
 
     def start(self) -> ChatCompletionChunk:
