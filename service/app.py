@@ -7,7 +7,6 @@ when the app is created and started (after gunicorn forks its workers).
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -22,7 +21,12 @@ from service.config import Settings, load_settings
 from service.lifecycle import Lifecycle
 from service.observability.logging import configure_logging
 from service.observability.metrics import ServiceMetrics
-from service.observability.tracing import configure_tracing, instrument_app, shutdown_tracing
+from service.observability.tracing import (
+    configure_tracing,
+    decide_agent_runtime_tracing,
+    instrument_app,
+    shutdown_tracing,
+)
 from service.protection.capacity import WorkflowSlots
 from service.protection.install import install_protection, log_protection
 from service.workflows.registry import WorkflowRegistry
@@ -45,11 +49,9 @@ def create_app(
     """
     settings = settings or load_settings()
     configure_logging(settings.log_level)
-    # autogen-core reads this when each team builds its runtime (the documented switch for teams
-    # loaded from component JSON, whose runtime the service does not construct).
-    os.environ["AUTOGEN_DISABLE_RUNTIME_TRACING"] = "false" if settings.autogen_runtime_tracing else "true"
     lifecycle = Lifecycle()
     tracer_provider = configure_tracing(settings, span_processor)
+    decide_agent_runtime_tracing(settings.autogen_runtime_tracing, tracer_provider)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

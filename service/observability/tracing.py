@@ -21,6 +21,7 @@ import contextvars
 import functools
 import inspect
 import logging
+import os
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar, cast
@@ -48,6 +49,7 @@ inside_stream: contextvars.ContextVar[bool] = contextvars.ContextVar("inside_str
 class _TracingState:
     tracer: Tracer
     provider: TracerProvider | None = None
+    global_decided: bool = False
 
 
 _state = _TracingState(tracer=trace.NoOpTracer())
@@ -99,6 +101,24 @@ def configure_tracing(settings: Settings, processor: SpanProcessor | None = None
     _state.tracer, _state.provider = provider.get_tracer(INSTRUMENTATION_NAME), provider
     logger.info("tracing on", extra={"exporter": settings.otel_traces_exporter})
     return provider
+
+
+def decide_agent_runtime_tracing(enabled: bool, provider: TracerProvider | None) -> None:
+    """What AutoGen itself may trace, decided once per worker.
+
+    autogen-core and AgentChat trace through the *global* tracer provider. Off (the default), the
+    global provider is the no-op one, set explicitly: with none set, every AgentChat span lookup
+    goes through the API's proxy provider, which consults the environment on each call. On, they
+    trace into the service's provider and the runtime adds its own spans per bus message.
+    """
+    # autogen-core reads this when each team builds its runtime (the documented switch for teams
+    # loaded from component JSON, whose runtime the service does not construct).
+    os.environ["AUTOGEN_DISABLE_RUNTIME_TRACING"] = "false" if enabled else "true"
+    if not _state.global_decided:
+        _state.global_decided = True
+        trace.set_tracer_provider(
+            provider if enabled and provider is not None else trace.NoOpTracerProvider()
+        )
 
 
 def shutdown_tracing() -> None:
