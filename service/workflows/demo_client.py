@@ -182,7 +182,9 @@ class DemoChatCompletionClient(ChatCompletionClient, Component[DemoChatCompletio
                 raise asyncio.CancelledError()
             if index == self._config.fail_after_tokens:
                 raise InjectedFault("embedded model: injected fault")
-            if index and self._token_s:
+            if index:
+                # Like a real model stream, each token is a suspension point (even at zero
+                # latency), so the server can send what it has while the team runs.
                 await asyncio.sleep(self._token_s)
             yield token
         yield CreateResult(
