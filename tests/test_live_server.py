@@ -46,6 +46,19 @@ def metric(base_url: str, name: str) -> float:
     return total
 
 
+def assert_upstream_stopped(fake_llm: FakeLLMProcess, gone_at: float) -> None:
+    """The one upstream call was dropped within a second of the client leaving, and none followed."""
+    deadline = gone_at + 5
+    while time.time() < deadline and fake_llm.stats()["in_flight"]:
+        time.sleep(0.05)
+    stats = fake_llm.stats()
+    assert stats["in_flight"] == 0 and stats["cancelled"] == 1
+    assert stats["last_cancelled_at"] - gone_at < 1.0
+    time.sleep(2.0)  # had the team gone on, the next agent would have called the model by now
+    after = fake_llm.stats()
+    assert after["requests"] == 1 and after["completed"] == 0
+
+
 def test_models_and_completions_with_the_sdk(service: ServiceProcess) -> None:
     client = sdk(service.base_url)
     assert {"echo", "demo-team"} <= {model.id for model in client.models.list()}
@@ -108,16 +121,7 @@ def test_disconnect_cancels_the_run_and_stops_model_calls(tmp_path: Path, fake_l
                     seen += 1
                 if seen >= 5:
                     break  # the client goes away mid-answer of the first agent
-        gone_at = time.time()
-        deadline = gone_at + 5
-        while time.time() < deadline and fake_llm.stats()["in_flight"]:
-            time.sleep(0.05)
-        stats = fake_llm.stats()
-        assert stats["in_flight"] == 0 and stats["cancelled"] == 1
-        assert stats["last_cancelled_at"] - gone_at < 1.0  # the upstream call was dropped within a second
-        time.sleep(2.0)  # had the team gone on, the next agent would have called the model by now
-        after = fake_llm.stats()
-        assert after["requests"] == 1 and after["completed"] == 0
+        assert_upstream_stopped(fake_llm, gone_at=time.time())
         assert metric(process.base_url, "autogen_model_calls_total") == 1
         assert metric(process.base_url, "autogen_active_workflows") == 0
         assert metric(process.base_url, "autogen_active_streams") == 0
@@ -184,15 +188,7 @@ def test_non_streaming_disconnect_stops_model_calls(tmp_path: Path, fake_llm: Fa
         body = {"model": "demo-team", "messages": QUESTION}
         with pytest.raises(httpx.ReadTimeout):
             httpx.post(f"{process.base_url}/v1/chat/completions", json=body, timeout=0.8)
-        gone_at = time.time()
-        deadline = gone_at + 5
-        while time.time() < deadline and fake_llm.stats()["in_flight"]:
-            time.sleep(0.05)
-        stats = fake_llm.stats()
-        assert stats["in_flight"] == 0 and stats["cancelled"] == 1
-        assert stats["last_cancelled_at"] - gone_at < 1.0
-        time.sleep(2.0)
-        assert fake_llm.stats()["requests"] == 1
+        assert_upstream_stopped(fake_llm, gone_at=time.time())
         cancelled = 'autogen_requests_total{model="demo-team",outcome="cancelled",stream="false"}'
         assert metric(process.base_url, cancelled) == 1
         assert metric(process.base_url, "autogen_active_workflows") == 0
