@@ -18,6 +18,7 @@ from service.api.middleware import RequestIdMiddleware
 from service.api.routes import chat, health, metrics, models
 from service.autogen_server import ServingContext
 from service.config import Settings, load_settings
+from service.gc_tuning import tune_gc
 from service.lifecycle import Lifecycle
 from service.observability.logging import configure_logging
 from service.observability.metrics import ServiceMetrics
@@ -70,6 +71,7 @@ def create_app(
         )
         lifecycle.workflows_loaded = bool(workflows.all())
         log_protection(app, settings)
+        tune_gc(settings)
         logger.info(
             "workflows loaded",
             extra={

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -42,10 +41,11 @@ from service.api.protocol import (
     new_completion_id,
     now,
 )
+from service.api.sse import SSE_DONE, SSE_KEEPALIVE, encode_event
 from service.config import Settings
 from service.observability.metrics import Outcome, RequestObserver, ServiceMetrics
 from service.observability.run_trace import GEN_AI_INPUT_TOKENS, GEN_AI_OUTPUT_TOKENS, RunTrace, traced_run
-from service.observability.tracing import traced
+from service.observability.tracing import inside_stream, traced
 from service.protection.capacity import WorkflowSlots
 from service.workflows.conversation import prompt_word_count, to_task
 from service.workflows.registry import WorkflowRegistry, WorkflowRunner
@@ -59,8 +59,6 @@ from service.workflows.translate import (
 logger = logging.getLogger("service.autogen_server")
 
 NO_ANSWER_MESSAGE = "The agents finished without producing an answer."
-SSE_DONE = "data: [DONE]\n\n"
-SSE_KEEPALIVE = ": ping\n\n"
 STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no", "Connection": "keep-alive"}
 _FINAL_PUT_TIMEOUT_S = 5.0
 _PRODUCER_STOP_TIMEOUT_S = 5.0
@@ -90,7 +88,8 @@ class StreamFailure:
     outcome: Outcome = "server_error"
 
 
-StreamItem = Any  # ChatCompletionChunk | StreamEnd | StreamFailure (chunks are pydantic models)
+# A content event already SSE-encoded (`str`), another chunk (`ChatCompletionChunk`), or the end.
+StreamItem = Any
 
 
 @dataclass
@@ -170,12 +169,8 @@ def handle_response(response: Any) -> dict[str, Any]:
     return data
 
 
-def _has_content(chunk: Any) -> bool:
-    return bool(chunk.choices and chunk.choices[0].delta.get("content"))
-
-
 def _encode(item: Any) -> str:
-    return f"data: {json.dumps(handle_response(item), separators=(',', ':'), ensure_ascii=False)}\n\n"
+    return encode_event(handle_response(item))
 
 
 @traced
@@ -245,11 +240,14 @@ async def generate_streaming_response(
                     events.append(SSE_DONE if isinstance(item, StreamEnd) else _encode(item.error.body()))
                     yield "".join(events)
                     return
-                events.append(_encode(item))
-                if not content_sent and _has_content(item):
-                    content_sent = True
-                    if observer is not None:
-                        observer.first_content()
+                if isinstance(item, str):  # a content event, encoded from the stream's template
+                    events.append(item)
+                    if not content_sent:
+                        content_sent = True
+                        if observer is not None:
+                            observer.first_content()
+                else:
+                    events.append(_encode(item))
                 if queue.empty() or len(events) >= _MAX_EVENTS_PER_WRITE:
                     break
                 item = queue.get_nowait()
@@ -527,6 +525,7 @@ def _start_stream(
         input_messages=frozenset(id(message) for message in task),
         token_cap=inp.completion_token_cap,
         on_agent_message=observer.agent_message,
+        encode=_encode,
     )
     run = _StreamRun(observer=observer, slots=ctx.slots, metrics=ctx.metrics, token=token)
     ctx.metrics.active_streams.inc()
@@ -622,6 +621,9 @@ async def _produce(
     observer: RequestObserver,
 ) -> None:
     """Run the team and queue its chunks; always ends the queue with `StreamEnd` or `StreamFailure`."""
+    # Serializing chunks here is per-chunk work of the stream, like in `generate_streaming_response`:
+    # no `handle_response` spans. (This task runs in its own copy of the context.)
+    inside_stream.set(True)
     try:
         with traced_run(inp.model, translator.completion_id, observer) as run:
             translator.on_agent_message = _agent_turn_ended(run, observer)

@@ -16,7 +16,12 @@ from service.config import Settings
 
 
 def make_settings(**overrides: Any) -> Settings:
-    """Settings for in-process tests: defaults, never the developer's `.env`."""
+    """Settings for in-process tests: defaults, never the developer's `.env`.
+
+    The garbage collector is not frozen here: it would freeze the test process's objects at every
+    app start-up (the worker's tuning is checked on a real server).
+    """
+    overrides.setdefault("gc_freeze_after_startup", False)
     return Settings(_env_file=None, **overrides)  # type: ignore[call-arg]
 
 

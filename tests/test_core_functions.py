@@ -197,10 +197,10 @@ async def test_streaming_handle_response_failure_becomes_error_event_and_metric(
     ctx = context()
     observer = ctx.metrics.request("demo-team", True)
     queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=4)
-    queue.put_nowait("a bare string is not a chunk")
-    events = await collect(request(stream=True), queue, observer=observer)
+    queue.put_nowait({"secret": "a bare dict is not a chunk"})
+    events = await collect(request(stream=True), queue, observer=observer, deadline_s=5)
     error = json.loads(events[-1][6:])["error"]
-    assert error["type"] == "server_error" and "bare string" not in error["message"]
+    assert error["type"] == "server_error" and "bare dict" not in error["message"]
     assert counter(ctx.metrics, "autogen_errors_total", function="handle_response") == 1
 
 

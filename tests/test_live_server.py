@@ -6,6 +6,7 @@ OpenAI-compatible LLM, and the proof that a client disconnect stops the team's m
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -85,6 +86,16 @@ def test_typed_sdk_errors_from_a_real_server(service: ServiceProcess) -> None:
         client.chat.completions.create(model="echo", messages=[])
     with pytest.raises(openai.NotFoundError):
         client.models.retrieve("nope")
+
+
+def test_worker_garbage_collector_is_tuned_after_start_up(service: ServiceProcess) -> None:
+    tuned = [
+        json.loads(line)
+        for line in service.logs().splitlines()
+        if line.startswith("{") and '"garbage collector tuned"' in line
+    ]
+    assert tuned, "the worker did not log its garbage-collector settings"
+    assert tuned[-1]["gc_threshold"][0] == 50_000 and tuned[-1]["gc_frozen_objects"] > 10_000
 
 
 def test_first_chunk_arrives_before_the_team_finishes(tmp_path: Path) -> None:

@@ -9,6 +9,9 @@ The mapping (also in the README):
 - `TERMINATE` markers are removed, even when split across tokens;
 - the finishing chunk is `delta: {}` with `finish_reason` and `final_answer_agent`: the final
   answer is the last speaker's section, which is also what a non-streaming request returns.
+
+Content chunks come out already SSE-encoded (`str`, from the stream's `ContentEventTemplate`); the
+role, finishing and usage chunks come out as `ChatCompletionChunk` models.
 """
 
 from __future__ import annotations
@@ -26,9 +29,14 @@ from autogen_agentchat.messages import (
 )
 
 from service.api.protocol import ChatCompletionChunk, FinishReason, Usage
+from service.api.sse import ContentEventTemplate, encode_event
 from service.workflows.markers import MarkerFilter, strip_markers
 
 ANSWER_MESSAGE_TYPES = (TextMessage, ToolCallSummaryMessage)
+
+
+def encode_chunk(chunk: ChatCompletionChunk) -> str:
+    return encode_event(chunk.model_dump(mode="json"))
 
 
 def speaker_header(agent: str, first: bool) -> str:
@@ -75,14 +83,15 @@ class StreamTranslator:
     input_messages: frozenset[int]
     token_cap: int | None = None
     on_agent_message: Callable[[str], None] = lambda agent: None
+    encode: Callable[[ChatCompletionChunk], str] = encode_chunk
     speaker: str | None = None
     streamed_text: int = 0
     completion_pieces: int = 0
     capped: bool = False
     _filters: dict[str, MarkerFilter] = field(default_factory=dict)
+    _content_template: ContentEventTemplate | None = None
 
     def chunk(self, delta: dict[str, str], finish_reason: FinishReason | None = None) -> ChatCompletionChunk:
-        # One per token: validating a plain dict in pydantic-core is the cheapest way to build it.
         return ChatCompletionChunk.model_validate(
             {
                 "id": self.completion_id,
@@ -95,7 +104,15 @@ class StreamTranslator:
     def start(self) -> ChatCompletionChunk:
         return self.chunk({"role": "assistant", "content": ""})
 
-    def on_event(self, event: BaseAgentEvent | BaseChatMessage | TaskResult) -> list[ChatCompletionChunk]:
+    def content_event(self, text: str, agent: str) -> str:
+        """The SSE event of a content chunk, byte for byte what `encode(chunk(...))` would give."""
+        template = self._content_template
+        if template is None:
+            example = self.encode(self.chunk(ContentEventTemplate.example_delta()))
+            template = self._content_template = ContentEventTemplate(example)
+        return template.render(text, agent)
+
+    def on_event(self, event: BaseAgentEvent | BaseChatMessage | TaskResult) -> list[str]:
         """Chunks to send for one item of `run_stream`."""
         if self.capped:
             return []
@@ -110,7 +127,7 @@ class StreamTranslator:
             return self._content(event.source, strip_markers(event.to_text()), piece=False)
         return []
 
-    def on_token(self, agent: str, text: str) -> list[ChatCompletionChunk]:
+    def on_token(self, agent: str, text: str) -> list[str]:
         """Chunks to send for one model token of `agent`."""
         if self.capped:
             return []
@@ -135,16 +152,16 @@ class StreamTranslator:
             marker_filter = self._filters[source] = MarkerFilter()
         return marker_filter
 
-    def _content(self, agent: str, text: str, *, piece: bool) -> list[ChatCompletionChunk]:
+    def _content(self, agent: str, text: str, *, piece: bool) -> list[str]:
         if not text:
             return []
-        chunks: list[ChatCompletionChunk] = []
+        events: list[str] = []
         if self.team and agent != self.speaker:
-            chunks.append(self.chunk({"content": speaker_header(agent, self.speaker is None), "name": agent}))
+            events.append(self.content_event(speaker_header(agent, self.speaker is None), agent))
         self.speaker = agent
-        chunks.append(self.chunk({"content": text, "name": agent}))
+        events.append(self.content_event(text, agent))
         self.streamed_text += len(text)
         self.completion_pieces += 1 if piece else max(1, len(text.split()))
         if self.token_cap is not None and self.completion_pieces >= self.token_cap:
             self.capped = True
-        return chunks
+        return events
