@@ -211,6 +211,12 @@ async def generate_streaming_response(
     content_sent = False
     try:
         while True:
+            if flush_interval_s and content_sent:
+                # Gather what the team writes during the interval after the last write: one wake-up
+                # per write while tokens flow, instead of one per token.
+                hold = last_write + flush_interval_s - time.monotonic()
+                if hold > 0:
+                    await asyncio.sleep(hold)
             if queue.empty():
                 wait = keepalive_s if deadline is None else min(keepalive_s, deadline - time.monotonic())
                 if wait <= 0:
@@ -225,10 +231,6 @@ async def generate_streaming_response(
                     continue
             else:
                 item = queue.get_nowait()
-            if flush_interval_s and content_sent:
-                hold = last_write + flush_interval_s - time.monotonic()
-                if hold > 0:
-                    await asyncio.sleep(hold)
             # Everything already queued leaves in one write: the client gets the same SSE events,
             # the server makes one send (and one loop turn) for many when the client lags behind.
             events: list[str] = []
@@ -597,8 +599,11 @@ def _token_sink(
     """Where the agents' model clients send tokens: straight into this stream's bounded queue."""
 
     async def sink(agent: str, text: str) -> None:
-        for chunk in translator.on_token(agent, text):
-            await queue.put(chunk)
+        for event in translator.on_token(agent, text):
+            if queue.full():  # the client reads slower than the team writes: wait for room
+                await queue.put(event)
+            else:
+                queue.put_nowait(event)
         if translator.capped:
             token.cancel()
 

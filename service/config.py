@@ -28,6 +28,9 @@ class Settings(BaseSettings):
     keepalive_s: float = Field(75.0, gt=0, le=3600)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
     log_prompts: bool = False
+    # One JSON line per HTTP request from the server (uvicorn's access log); off leaves the service's
+    # own lines (errors, rejections, lifecycle) and the per-request metrics.
+    access_log: bool = True
 
     # Workflows and models
     workflows_dir: Path | None = None

@@ -142,6 +142,7 @@ class RequestObserver:
     started: float = field(default_factory=time.perf_counter)
     first_token_at: float | None = None
     outcome: Outcome | None = None
+    _chunk_counter: Counter | None = field(default=None, repr=False)
 
     def first_content(self) -> None:
         if self.first_token_at is None:
@@ -149,7 +150,10 @@ class RequestObserver:
             self.metrics.ttft.labels(self.model).observe(self.first_token_at - self.started)
 
     def chunks(self, count: int = 1) -> None:
-        self.metrics.stream_chunks.labels(self.model).inc(count)
+        # Called per write of a stream: the labelled child is looked up once per request.
+        if self._chunk_counter is None:
+            self._chunk_counter = self.metrics.stream_chunks.labels(self.model)
+        self._chunk_counter.inc(count)
 
     def model_call(self) -> None:
         self.metrics.model_calls.labels(self.model).inc()

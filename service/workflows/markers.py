@@ -21,6 +21,8 @@ class MarkerFilter:
         self._pending = ""
 
     def feed(self, text: str) -> str:
+        if not self._pending and self._marker[0] not in text:
+            return text  # no marker, and no tail that could start one (the common token)
         buffer = (self._pending + text).replace(self._marker, "")
         hold = 0
         for size in range(min(len(buffer), len(self._marker) - 1), 0, -1):
