@@ -50,6 +50,9 @@ class _TracingState:
     tracer: Tracer
     provider: TracerProvider | None = None
     global_decided: bool = False
+    # False while the tracer is the no-op one: `traced` then calls straight through (no span
+    # context to enter and leave on every call of the hot path).
+    enabled: bool = False
 
 
 _state = _TracingState(tracer=trace.NoOpTracer())
@@ -90,7 +93,7 @@ def configure_tracing(settings: Settings, processor: SpanProcessor | None = None
     """
     exporter = _exporter(settings)
     if exporter is None and processor is None:
-        _state.tracer, _state.provider = trace.NoOpTracer(), None
+        _state.tracer, _state.provider, _state.enabled = trace.NoOpTracer(), None, False
         return None
     resource = Resource.create({"service.name": settings.otel_service_name})
     provider = TracerProvider(resource=resource)
@@ -99,6 +102,7 @@ def configure_tracing(settings: Settings, processor: SpanProcessor | None = None
     if exporter is not None:
         provider.add_span_processor(BatchSpanProcessor(exporter))
     _state.tracer, _state.provider = provider.get_tracer(INSTRUMENTATION_NAME), provider
+    _state.enabled = True
     logger.info("tracing on", extra={"exporter": settings.otel_traces_exporter})
     return provider
 
@@ -123,7 +127,7 @@ def decide_agent_runtime_tracing(enabled: bool, provider: TracerProvider | None)
 
 def shutdown_tracing() -> None:
     provider = _state.provider
-    _state.tracer, _state.provider = trace.NoOpTracer(), None
+    _state.tracer, _state.provider, _state.enabled = trace.NoOpTracer(), None, False
     if provider is not None:
         provider.shutdown()
 
@@ -157,8 +161,7 @@ def traced(function: F) -> F:
 
     if inspect.isasyncgenfunction(function):
 
-        @functools.wraps(function)
-        async def generator_wrapper(*args: Any, **kwargs: Any) -> AsyncIterator[Any]:
+        async def traced_generator(*args: Any, **kwargs: Any) -> AsyncIterator[Any]:
             with get_tracer().start_as_current_span(name, record_exception=False) as span:
                 token = inside_stream.set(True)
                 try:
@@ -172,12 +175,20 @@ def traced(function: F) -> F:
                     with contextlib.suppress(ValueError):  # closed from another context
                         inside_stream.reset(token)
 
+        @functools.wraps(function)
+        def generator_wrapper(*args: Any, **kwargs: Any) -> AsyncIterator[Any]:
+            if not _state.enabled:
+                return cast(AsyncIterator[Any], function(*args, **kwargs))
+            return traced_generator(*args, **kwargs)
+
         return cast(F, generator_wrapper)
 
     if inspect.iscoroutinefunction(function):
 
         @functools.wraps(function)
         async def coroutine_wrapper(*args: Any, **kwargs: Any) -> Any:
+            if not _state.enabled:
+                return await function(*args, **kwargs)
             with get_tracer().start_as_current_span(name, record_exception=False) as span:
                 try:
                     return await function(*args, **kwargs)
@@ -189,7 +200,7 @@ def traced(function: F) -> F:
 
     @functools.wraps(function)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        if inside_stream.get():
+        if not _state.enabled or inside_stream.get():
             return function(*args, **kwargs)
         with get_tracer().start_as_current_span(name, record_exception=False) as span:
             try:
