@@ -49,7 +49,7 @@ def create_app(
         span_processor: an extra span processor (tests use an in-memory exporter).
     """
     settings = settings or load_settings()
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.access_log)
     lifecycle = Lifecycle()
     tracer_provider = configure_tracing(settings, span_processor)
     decide_agent_runtime_tracing(settings.autogen_runtime_tracing, tracer_provider)

@@ -53,7 +53,7 @@ class Settings(BaseSettings):
     stream_flush_interval_ms: float = Field(20.0, ge=0, le=1000)
     # Garbage collector of each worker: objects alive after start-up are frozen out of collections
     # and the youngest generation is collected every `gc_gen0_threshold` allocations instead of 700
-    # (each team run allocates tens of thousands of objects; see docs/service-contract.md).
+    # (each team run allocates tens of thousands of objects; see service/gc_tuning.py).
     gc_freeze_after_startup: bool = True
     gc_gen0_threshold: int = Field(50_000, ge=100, le=10_000_000)
 

@@ -6,7 +6,8 @@ collector's passes find little garbage and re-scan every long-lived object that 
 older generations. Freezing what start-up built (modules, registry, metrics, model clients) takes
 those objects out of every collection, and a larger first threshold makes the passes rarer. Memory
 stays bounded: reference counting still frees almost everything at once; only cyclic garbage waits
-for the next pass.
+for the next pass. Measured here: about 1.5 ms less CPU per `demo-team` request, for about 30 kB more
+memory per open stream (1,000 open streams: 198 instead of 166 MB per worker).
 """
 
 from __future__ import annotations

@@ -98,6 +98,17 @@ def test_worker_garbage_collector_is_tuned_after_start_up(service: ServiceProces
     assert tuned[-1]["gc_threshold"][0] == 50_000 and tuned[-1]["gc_frozen_objects"] > 10_000
 
 
+def test_access_log_is_on_by_default_and_can_be_turned_off(service: ServiceProcess, tmp_path: Path) -> None:
+    def access_lines(process: ServiceProcess) -> list[str]:
+        return [line for line in process.logs().splitlines() if '"logger": "uvicorn.access"' in line]
+
+    assert httpx.get(f"{service.base_url}/v1/models", timeout=10).status_code == 200
+    assert any("GET /v1/models" in line for line in access_lines(service))
+    with start_service(tmp_path, ACCESS_LOG="false") as quiet:
+        assert httpx.get(f"{quiet.base_url}/v1/models", timeout=10).status_code == 200
+        assert access_lines(quiet) == []
+
+
 def test_first_chunk_arrives_before_the_team_finishes(tmp_path: Path) -> None:
     with start_service(tmp_path, DEMO_LLM_TOKEN_MS="20") as slow:
         started = time.perf_counter()

@@ -145,12 +145,19 @@ def test_make_bench_tiny_writes_result_json(tmp_path: Path) -> None:
     out = tmp_path / "bench"
     env = {k: v for k, v in os.environ.items() if not k.startswith("MAKE")}
     proc = subprocess.run(
-        ["make", "-s", "-o", ".venv/.installed", "bench", f"BENCH_ARGS=--tiny --levels 1,2 --out {out}"],
+        [
+            "make",
+            "-s",
+            "-o",
+            ".venv/.installed",
+            "bench",
+            f"BENCH_ARGS=--tiny --levels 1,2 --rounds 2 --out {out}",
+        ],
         cwd=REPO,
         env=env,
         capture_output=True,
         text=True,
-        timeout=150,
+        timeout=240,
         check=False,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -167,6 +174,8 @@ def test_make_bench_tiny_writes_result_json(tmp_path: Path) -> None:
     for row in result["results"]:
         assert row["concurrency"] in (1, 2)
         assert row["completed"] > 0 and row["failed"] == 0, row
+        assert row["rounds"] == 2 and len(row["cpu_ms_per_stream_rounds"]) == 2, row
+        assert row["cpu_ms_per_stream"] in row["cpu_ms_per_stream_rounds"]
         for key in ("streams_per_s", "cpu_ms_per_stream", "peak_rss_mb_per_worker"):
             assert isinstance(row[key], int | float), (key, row)
         for key in ("p50", "p99"):
@@ -179,4 +188,9 @@ def test_make_bench_tiny_writes_result_json(tmp_path: Path) -> None:
     assert service_open["failed"] == 0 and service_open["completed"] == service_open["count"]
     assert "rss_kb_per_open_stream" in service_open
     assert all({"name", "value", "limit", "met"} <= set(t) for t in result["targets"])
+    alone = {row["model"]: row for row in result["agentchat_alone"]}
+    assert set(alone) == {"echo", "demo-team"} and alone["demo-team"]["concurrency"] == 2
+    assert alone["demo-team"]["cpu_ms_per_run"] > alone["echo"]["cpu_ms_per_run"] > 0
+    assert alone["demo-team"]["tokens_per_run"] > alone["echo"]["tokens_per_run"] > 0
+    assert "AgentChat alone (demo-team" in proc.stdout
     assert "service / floor" in proc.stdout

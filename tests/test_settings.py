@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from service.config import SettingsError, load_settings
+from service.config import Settings, SettingsError, load_settings
 from tests.helpers.server import REPO_ROOT
 
 
@@ -70,3 +70,11 @@ def test_cli_refuses_to_start_on_bad_settings() -> None:
     )
     assert result.returncode == 2
     assert "PORT" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_every_setting_is_in_the_readme_configuration_table() -> None:
+    readme = (REPO_ROOT / "README.md").read_text()
+    table = readme[readme.index("| variable | default | meaning |") :]
+    table = table[: table.index("\n\n")]
+    undocumented = [name.upper() for name in Settings.model_fields if f"`{name.upper()}`" not in table]
+    assert not undocumented, f"add these to the README configuration table: {undocumented}"

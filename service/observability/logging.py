@@ -65,8 +65,12 @@ class DropCancellation(logging.Filter):
         return not (record.exc_info and isinstance(record.exc_info[1], asyncio.CancelledError))
 
 
-def configure_logging(level: str) -> None:
-    """Send the service's and the servers' logs to stdout as JSON (idempotent)."""
+def configure_logging(level: str, access_log: bool = True) -> None:
+    """Send the service's and the servers' logs to stdout as JSON (idempotent).
+
+    With `access_log` off, uvicorn's access logger gets no handler anywhere: uvicorn then skips the
+    access line altogether (it checks `hasHandlers()` per connection).
+    """
     root = logging.getLogger()
     root.setLevel(level)
     if not any(handler.get_name() == _HANDLER_NAME for handler in root.handlers):
@@ -78,7 +82,7 @@ def configure_logging(level: str) -> None:
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access", "gunicorn.error", "gunicorn.access"):
         server_logger = logging.getLogger(name)
         server_logger.handlers.clear()
-        server_logger.propagate = True
+        server_logger.propagate = access_log or name != "uvicorn.access"
     # AgentChat logs every runtime message at INFO; formatting those costs CPU per token chunk.
     for name in ("autogen_core", "autogen_core.events", "autogen_agentchat", "autogen_agentchat.events"):
         agent_logger = logging.getLogger(name)

@@ -132,9 +132,6 @@ class ServiceMetrics:
         return generate_latest(self.registry)
 
 
-CHUNK_FLUSH_INTERVAL_S = 1.0
-
-
 @dataclass
 class RequestObserver:
     """Records one request's metrics; `finish` is idempotent so every exit path may call it."""
@@ -145,8 +142,7 @@ class RequestObserver:
     started: float = field(default_factory=time.perf_counter)
     first_token_at: float | None = None
     outcome: Outcome | None = None
-    _unflushed_chunks: int = field(default=0, repr=False)
-    _chunks_flushed_at: float = field(default_factory=time.perf_counter, repr=False)
+    _chunk_counter: Counter | None = field(default=None, repr=False)
 
     def first_content(self) -> None:
         if self.first_token_at is None:
@@ -154,18 +150,10 @@ class RequestObserver:
             self.metrics.ttft.labels(self.model).observe(self.first_token_at - self.started)
 
     def chunks(self, count: int = 1) -> None:
-        # Called per write of a stream: counted here, added to the shared counter about once a
-        # second and when the request finishes (each add is a locked write to a shared file).
-        self._unflushed_chunks += count
-        now = time.perf_counter()
-        if now - self._chunks_flushed_at >= CHUNK_FLUSH_INTERVAL_S:
-            self._flush_chunks(now)
-
-    def _flush_chunks(self, now: float) -> None:
-        self._chunks_flushed_at = now
-        if self._unflushed_chunks:
-            self.metrics.stream_chunks.labels(self.model).inc(self._unflushed_chunks)
-            self._unflushed_chunks = 0
+        # Called per write of a stream: the labelled child is looked up once per request.
+        if self._chunk_counter is None:
+            self._chunk_counter = self.metrics.stream_chunks.labels(self.model)
+        self._chunk_counter.inc(count)
 
     def model_call(self) -> None:
         self.metrics.model_calls.labels(self.model).inc()
@@ -186,6 +174,5 @@ class RequestObserver:
         if self.outcome is not None:
             return
         self.outcome = outcome
-        self._flush_chunks(time.perf_counter())
         self.metrics.requests.labels(self.model, self.stream, outcome).inc()
         self.metrics.duration.labels(self.model, self.stream).observe(time.perf_counter() - self.started)

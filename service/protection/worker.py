@@ -80,9 +80,7 @@ class DrainingUvicornWorker(UvicornWorker):  # type: ignore[misc]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        settings = load_settings()
-        self.drain_delay_s = settings.drain_delay_s
-        self.config.access_log = settings.access_log
+        self.drain_delay_s = load_settings().drain_delay_s
         graceful = float(self.cfg.graceful_timeout)
         self.config.timeout_graceful_shutdown = max(1, int(graceful - self.drain_delay_s - SHUTDOWN_MARGIN_S))
 
