@@ -131,6 +131,8 @@ def test_new_chat_requests_are_refused_while_draining(tmp_path: Path) -> None:
         )
         assert refused.status_code == 503 and refused.json()["error"]["code"] == "shutting_down"
         assert refused.headers["retry-after"] == "1" and refused.headers["connection"] == "close"
+        page = httpx.get(f"{service.base_url}/metrics", timeout=2).text
+        assert 'autogen_rejected_total{reason="draining"} 1.0' in page
         assert httpx.get(f"{service.base_url}/healthz", timeout=2).status_code == 200  # liveness unaffected
         assert service.proc.wait(30) == 0
 

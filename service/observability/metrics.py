@@ -107,7 +107,7 @@ class ServiceMetrics:
         )
         self.rejected = Counter(
             "autogen_rejected_total",
-            "Requests refused before any work (overload, body_too_large, unauthorized).",
+            "Requests refused before any work (overload, body_too_large, unauthorized, draining).",
             ["reason"],
             registry=registry,
         )

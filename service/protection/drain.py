@@ -8,8 +8,10 @@ streams are not affected: they run to `[DONE]`.
 
 from __future__ import annotations
 
-from service.api.deps import LifecycleDep
+from fastapi import Request
+
 from service.api.errors import OpenAIError
+from service.lifecycle import Lifecycle
 
 
 def shutting_down() -> OpenAIError:
@@ -21,7 +23,11 @@ def shutting_down() -> OpenAIError:
     )
 
 
-async def refuse_while_draining(lifecycle: LifecycleDep) -> None:
-    """Dependency: 503 for new work once the worker drains."""
+async def refuse_while_draining(request: Request) -> None:
+    """Guard: 503 for new work once the worker drains (counted as `rejected{reason="draining"}`)."""
+    lifecycle: Lifecycle = request.app.state.lifecycle
     if lifecycle.draining:
+        metrics = getattr(request.app.state, "metrics", None)
+        if metrics is not None:
+            metrics.rejected.labels("draining").inc()
         raise shutting_down()

@@ -44,7 +44,7 @@ async def admit_chat_request(
     One dependency that calls the guards in turn rather than four: FastAPI resolves every dependency
     of a route on every request, and this is the hot path.
     """
-    await refuse_while_draining(request.app.state.lifecycle)
+    await refuse_while_draining(request)
     await require_api_key(request, credentials)
     await require_json(request)
     await enforce_rate_limit(request)
