@@ -35,8 +35,9 @@ import time
 import urllib.request
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
+
+from loadtests.stopping import StopOnExit, terminate
 
 DEFAULT_REPLY = (
     "The quick brown fox jumps over the lazy dog while the agents discuss the plan and write a short "
@@ -521,7 +522,7 @@ def _http_json(url: str, method: str = "GET", timeout: float = 5.0) -> dict[str,
         return data
 
 
-class _Handle:
+class _Handle(StopOnExit):
     host: str
     port: int
 
@@ -552,17 +553,6 @@ class _Handle:
             data: dict[str, Any] = json.loads(resp.read())
             return data
 
-    def stop(self) -> None:  # pragma: no cover - overridden
-        raise NotImplementedError
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
-
 
 class FakeLLMProcess(_Handle):
     """A fake LLM running in its own process (``python -m loadtests.fake_llm``)."""
@@ -577,13 +567,7 @@ class FakeLLMProcess(_Handle):
         return self.proc.pid
 
     def stop(self, timeout: float = 5.0) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout)
+        terminate(self.proc, timeout)
         if self.proc.stdout is not None:
             self.proc.stdout.close()
 

@@ -20,8 +20,9 @@ import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
-from typing import IO, Any, Self
+from typing import IO, Any
+
+from loadtests.stopping import StopOnExit
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -115,7 +116,7 @@ def wait_http_ok(url: str, timeout: float = 60.0, proc: subprocess.Popen[Any] | 
 
 
 @dataclass
-class ServerProcess:
+class ServerProcess(StopOnExit):
     """A server started in its own session; ``stop()`` ends its whole process group."""
 
     name: str
@@ -177,14 +178,6 @@ class ServerProcess:
         if self.log_path is None or not self.log_path.exists():
             return ""
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
 
 
 def _spawn(

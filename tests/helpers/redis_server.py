@@ -6,12 +6,11 @@ import shutil
 import subprocess
 import time
 from pathlib import Path
-from types import TracebackType
-from typing import Self
 
 import pytest
 import redis
 
+from loadtests.stopping import StopOnExit, terminate
 from tests.helpers.server import free_port
 
 REDIS_SERVER = shutil.which("redis-server")
@@ -22,7 +21,7 @@ requires_redis = pytest.mark.skipif(
 )
 
 
-class RedisServer:
+class RedisServer(StopOnExit):
     """`redis-server` without persistence; `url` is `redis://127.0.0.1:<port>/0`."""
 
     def __init__(self, directory: Path, port: int | None = None, startup_timeout: float = 15.0) -> None:
@@ -70,19 +69,5 @@ class RedisServer:
             return False
 
     def stop(self, timeout: float = 10.0) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout)
+        terminate(self.proc, timeout)
         self._log.close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()

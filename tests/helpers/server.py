@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import os
-import signal
 import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
-from types import TracebackType
-from typing import Self
 
 import httpx
+
+from loadtests.stopping import StopOnExit, terminate
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -24,7 +23,7 @@ def free_port() -> int:
         return port
 
 
-class ServiceProcess:
+class ServiceProcess(StopOnExit):
     """A running service; `base_url` is `http://127.0.0.1:<port>`; logs go to `log_path`."""
 
     def __init__(self, env: dict[str, str], log_path: Path, startup_timeout: float = 60.0) -> None:
@@ -63,22 +62,8 @@ class ServiceProcess:
         self.proc.send_signal(signum)
 
     def stop(self, timeout: float = 30.0) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(10)
+        terminate(self.proc, timeout, kill_group=True)
         self._log.close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
 
 
 def service_env(tmp_path: Path, **overrides: str) -> dict[str, str]:
