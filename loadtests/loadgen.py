@@ -67,6 +67,13 @@ class LoadResult:
     started: int = 0
     aborted: int = 0  # still running when the drain time ran out (not errors)
 
+    def add_stream(self, res: StreamResult) -> None:
+        self.ttft.append(res.ttft_s)
+        self.total.append(res.total_s)
+        self.chunks.append(res.chunks)
+        if res.completion_tokens is not None:
+            self.tokens.append(res.completion_tokens)
+
     def add_error(self, exc: BaseException) -> None:
         kind = exc.kind if isinstance(exc, StreamError) else type(exc).__name__
         self.errors[kind] += 1
@@ -300,11 +307,7 @@ async def closed_loop(
                 reader = writer = None
                 await asyncio.sleep(0.01)
             else:
-                result.ttft.append(res.ttft_s)
-                result.total.append(res.total_s)
-                result.chunks.append(res.chunks)
-                if res.completion_tokens is not None:
-                    result.tokens.append(res.completion_tokens)
+                result.add_stream(res)
                 if not res.keep_alive:
                     _close(writer)
                     reader = writer = None
@@ -348,11 +351,7 @@ async def open_streams(
                 exc = StreamError("timeout", f"no complete stream within {timeout}s")
             result.add_error(exc)
         else:
-            result.ttft.append(res.ttft_s)
-            result.total.append(res.total_s)
-            result.chunks.append(res.chunks)
-            if res.completion_tokens is not None:
-                result.tokens.append(res.completion_tokens)
+            result.add_stream(res)
         finally:
             result.in_flight -= 1
             _close(writer)

@@ -136,8 +136,9 @@ async def collect(inp: Input, queue: asyncio.Queue[Any], **kwargs: Any) -> list[
     return [event + "\n\n" for event in "".join(writes).split("\n\n") if event]
 
 
-async def test_queued_events_leave_in_one_write() -> None:
-    queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=8)
+def queued_hello_stream(maxsize: int) -> asyncio.Queue[Any]:
+    """A whole stream already queued: role chunk, one agent message "hello", finish, end."""
+    queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=maxsize)
     tr = translator()
     for item in (
         tr.start(),
@@ -146,20 +147,17 @@ async def test_queued_events_leave_in_one_write() -> None:
         StreamEnd(),
     ):
         queue.put_nowait(item)
+    return queue
+
+
+async def test_queued_events_leave_in_one_write() -> None:
+    queue = queued_hello_stream(maxsize=8)
     writes = [write async for write in generate_streaming_response(request(stream=True), queue)]
     assert len(writes) == 1 and writes[0].count("data: ") == 4 and writes[0].endswith("data: [DONE]\n\n")
 
 
 async def test_streaming_response_is_sse_with_data_fields_and_done() -> None:
-    queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=4)
-    tr = translator()
-    for item in (
-        tr.start(),
-        *tr.on_event(TextMessage(source="agent", content="hello")),
-        tr.finish(None),
-        StreamEnd(),
-    ):
-        queue.put_nowait(item)
+    queue = queued_hello_stream(maxsize=4)
     events = await collect(request(stream=True), queue)
     assert events[-1] == "data: [DONE]\n\n"
     assert all(event.startswith("data: ") and event.endswith("\n\n") for event in events)

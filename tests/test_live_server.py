@@ -14,6 +14,7 @@ from pathlib import Path
 import httpx
 import openai
 import pytest
+from openai.types.chat import ChatCompletionChunk
 
 from loadtests.fake_llm import FakeLLMProcess, start_fake_llm_process
 from tests.helpers.server import ServiceProcess, start_service
@@ -35,6 +36,17 @@ def fake_llm(tmp_path: Path) -> Iterator[FakeLLMProcess]:
 
 def sdk(base_url: str) -> openai.OpenAI:
     return openai.OpenAI(base_url=f"{base_url}/v1", api_key="unused", max_retries=0, timeout=60)
+
+
+def stream_with_usage(client: openai.OpenAI, model: str) -> list[ChatCompletionChunk]:
+    """Every chunk of a streamed completion of QUESTION, the usage chunk last."""
+    stream = client.chat.completions.create(
+        model=model,
+        messages=QUESTION,
+        stream=True,
+        stream_options={"include_usage": True},  # type: ignore[arg-type]
+    )
+    return list(stream)
 
 
 def metric(base_url: str, name: str) -> float:
@@ -65,13 +77,7 @@ def test_models_and_completions_with_the_sdk(service: ServiceProcess) -> None:
     assert {"echo", "demo-team"} <= {model.id for model in client.models.list()}
     completion = client.chat.completions.create(model="demo-team", messages=QUESTION)  # type: ignore[arg-type]
     assert "Final answer" in (completion.choices[0].message.content or "")
-    stream = client.chat.completions.create(
-        model="demo-team",
-        messages=QUESTION,
-        stream=True,
-        stream_options={"include_usage": True},  # type: ignore[arg-type]
-    )
-    chunks = list(stream)
+    chunks = stream_with_usage(client, "demo-team")
     assert chunks[-1].usage is not None and chunks[-1].choices == []
     assert chunks[-2].choices[0].finish_reason == "stop"
     text = "".join(chunk.choices[0].delta.content or "" for chunk in chunks if chunk.choices)
@@ -163,13 +169,7 @@ def test_team_streams_through_openai_client_to_a_local_llm(tmp_path: Path) -> No
         ) as process,
     ):
         client = sdk(process.base_url)
-        stream = client.chat.completions.create(
-            model="demo-team",
-            messages=QUESTION,
-            stream=True,
-            stream_options={"include_usage": True},  # type: ignore[arg-type]
-        )
-        chunks = list(stream)
+        chunks = stream_with_usage(client, "demo-team")
         names = [
             (chunk.choices[0].delta.model_extra or {}).get("name")
             for chunk in chunks
