@@ -230,6 +230,21 @@ def test_probe_routes_are_routes_of_the_contract():
     assert {"/healthz", "/readyz", "/metrics"} <= routes, routes
 
 
+def run_python_json(code, payload, *, cwd, env):
+    """Run `code` in a fresh interpreter with `payload` as JSON on stdin; its last stdout line, as JSON."""
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        input=json.dumps(payload),
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
 def test_probe_routes_are_routes_of_the_app(rendered, tmp_path):
     """The probe and scrape paths answer on the real application (not 404/405)."""
     if importlib.util.find_spec("service.app") is None:
@@ -253,17 +268,7 @@ def test_probe_routes_are_routes_of_the_app(rendered, tmp_path):
     env = {key: value for key, value in os.environ.items() if not key.startswith(("LLM_", "API_KEYS"))}
     env["PROMETHEUS_MULTIPROC_DIR"] = str(tmp_path)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
-    result = subprocess.run(
-        [sys.executable, "-c", code],
-        input=json.dumps(sorted(paths)),
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert result.returncode == 0, result.stderr
-    statuses = json.loads(result.stdout.strip().splitlines()[-1])
+    statuses = run_python_json(code, sorted(paths), cwd=tmp_path, env=env)
     assert statuses == {path: 200 for path in paths}, statuses
 
 
@@ -457,17 +462,7 @@ def test_example_workflows_load_in_the_service(rendered):
         """
     )
     env = {key: value for key, value in os.environ.items() if not key.startswith("LLM_")}
-    result = subprocess.run(
-        [sys.executable, "-c", code],
-        input=json.dumps(workflows),
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert result.returncode == 0, result.stderr
-    loaded = set(json.loads(result.stdout.strip().splitlines()[-1]))
+    loaded = set(run_python_json(code, workflows, cwd=ROOT, env=env))
     assert {name.removesuffix(".json") for name in workflows} <= loaded
 
 
