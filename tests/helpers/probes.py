@@ -46,6 +46,27 @@ def requests_by_worker(metrics_dir: Path) -> dict[int, dict[str, float]]:
     return result
 
 
+def workers_that_served(metrics_dir: Path) -> int:
+    """How many workers have answered at least one chat request."""
+    return sum(1 for outcomes in requests_by_worker(metrics_dir).values() if sum(outcomes.values()))
+
+
+def send_until_workers_served(
+    send_batch: Callable[[], list[int]], metrics_dir: Path, workers: int, max_batches: int = 20
+) -> list[int]:
+    """Statuses of `send_batch()` calls, repeated until `workers` workers have each served a request.
+
+    Which worker accepts a connection is the kernel's choice: under a light load one idle worker
+    can win every `accept`, so a fixed number of requests does not guarantee both are exercised.
+    """
+    statuses: list[int] = []
+    for _ in range(max_batches):
+        statuses += send_batch()
+        if workers_that_served(metrics_dir) >= workers:
+            return statuses
+    raise AssertionError(f"{len(statuses)} requests reached fewer than {workers} workers")
+
+
 def worker_pids(master_pid: int) -> set[int]:
     """The gunicorn workers of a master (its direct children)."""
     try:
