@@ -17,6 +17,7 @@ import pytest
 from openai.types.chat import ChatCompletionChunk
 
 from loadtests.fake_llm import FakeLLMProcess, start_fake_llm_process
+from tests.helpers.probes import metric
 from tests.helpers.server import ServiceProcess, start_service
 
 QUESTION = [{"role": "user", "content": "What is AutoGen?"}]
@@ -47,16 +48,6 @@ def stream_with_usage(client: openai.OpenAI, model: str) -> list[ChatCompletionC
         stream_options={"include_usage": True},  # type: ignore[arg-type]
     )
     return list(stream)
-
-
-def metric(base_url: str, name: str) -> float:
-    total = 0.0
-    for line in httpx.get(f"{base_url}/metrics").text.splitlines():
-        if line.startswith(name) and not line.startswith("#"):
-            head, value = line.rsplit(" ", 1)
-            if head == name or head.startswith(name + "{"):
-                total += float(value)
-    return total
 
 
 def assert_upstream_stopped(fake_llm: FakeLLMProcess, gone_at: float) -> None:
@@ -153,8 +144,10 @@ def test_disconnect_cancels_the_run_and_stops_model_calls(tmp_path: Path, fake_l
         assert metric(process.base_url, "autogen_model_calls_total") == 1
         assert metric(process.base_url, "autogen_active_workflows") == 0
         assert metric(process.base_url, "autogen_active_streams") == 0
-        cancelled = 'autogen_requests_total{model="demo-team",outcome="cancelled",stream="true"}'
-        assert metric(process.base_url, cancelled) == 1
+        cancelled = metric(
+            process.base_url, "autogen_requests_total", model="demo-team", outcome="cancelled", stream="true"
+        )
+        assert cancelled == 1
 
 
 def test_team_streams_through_openai_client_to_a_local_llm(tmp_path: Path) -> None:
@@ -211,6 +204,8 @@ def test_non_streaming_disconnect_stops_model_calls(tmp_path: Path, fake_llm: Fa
         with pytest.raises(httpx.ReadTimeout):
             httpx.post(f"{process.base_url}/v1/chat/completions", json=body, timeout=0.8)
         assert_upstream_stopped(fake_llm, gone_at=time.time())
-        cancelled = 'autogen_requests_total{model="demo-team",outcome="cancelled",stream="false"}'
-        assert metric(process.base_url, cancelled) == 1
+        cancelled = metric(
+            process.base_url, "autogen_requests_total", model="demo-team", outcome="cancelled", stream="false"
+        )
+        assert cancelled == 1
         assert metric(process.base_url, "autogen_active_workflows") == 0
