@@ -50,9 +50,12 @@ class _TracingState:
     tracer: Tracer
     provider: TracerProvider | None = None
     global_decided: bool = False
-    # False while the tracer is the no-op one: `traced` then calls straight through (no span
-    # context to enter and leave on every call of the hot path).
-    enabled: bool = False
+
+    @property
+    def enabled(self) -> bool:
+        """False while the tracer is the no-op one (no provider): `traced` then calls straight
+        through, with no span context to enter and leave on every call of the hot path."""
+        return self.provider is not None
 
 
 _state = _TracingState(tracer=trace.NoOpTracer())
@@ -93,7 +96,7 @@ def configure_tracing(settings: Settings, processor: SpanProcessor | None = None
     """
     exporter = _exporter(settings)
     if exporter is None and processor is None:
-        _state.tracer, _state.provider, _state.enabled = trace.NoOpTracer(), None, False
+        _state.tracer, _state.provider = trace.NoOpTracer(), None
         return None
     resource = Resource.create({"service.name": settings.otel_service_name})
     provider = TracerProvider(resource=resource)
@@ -102,7 +105,6 @@ def configure_tracing(settings: Settings, processor: SpanProcessor | None = None
     if exporter is not None:
         provider.add_span_processor(BatchSpanProcessor(exporter))
     _state.tracer, _state.provider = provider.get_tracer(INSTRUMENTATION_NAME), provider
-    _state.enabled = True
     logger.info("tracing on", extra={"exporter": settings.otel_traces_exporter})
     return provider
 
@@ -127,7 +129,7 @@ def decide_agent_runtime_tracing(enabled: bool, provider: TracerProvider | None)
 
 def shutdown_tracing() -> None:
     provider = _state.provider
-    _state.tracer, _state.provider, _state.enabled = trace.NoOpTracer(), None, False
+    _state.tracer, _state.provider = trace.NoOpTracer(), None
     if provider is not None:
         provider.shutdown()
 
