@@ -321,6 +321,11 @@ def compute_ratios(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
+def judged_level(levels: list[int], wanted: int) -> int:
+    """The measured concurrency level the CPU targets are judged at: the one nearest to `wanted`."""
+    return min(levels, key=lambda level: abs(level - wanted)) if levels else wanted
+
+
 def at_most(name: str, value: float | None, limit: float, unit: str) -> dict[str, Any]:
     """A target met when `value` is known and at most `limit`."""
     met = value is not None and value <= limit
@@ -336,7 +341,7 @@ def evaluate_targets(
 ) -> list[dict[str, Any]]:
     """The issue's targets (benchmark results, not tests): value, limit, met."""
     levels = sorted({r["concurrency"] for r in rows})
-    judge = min(levels, key=lambda lv: abs(lv - cfg.judge_level)) if levels else cfg.judge_level
+    judge = judged_level(levels, cfg.judge_level)
     lowest = levels[0] if levels else 1
     targets: list[dict[str, Any]] = []
 
@@ -816,7 +821,7 @@ def run_bench(cfg: BenchConfig) -> dict[str, Any]:
                         time.sleep(cfg.settle_s)
                 result["results"].extend(combine_rounds(rows) for rows in rounds.values())
         if cfg.service and "embedded" in cfg.modes:
-            judge = min(cfg.levels, key=lambda lv: abs(lv - cfg.judge_level))
+            judge = judged_level(cfg.levels, cfg.judge_level)
             print(f"  AgentChat alone (in process, no HTTP), {judge} concurrent runs ...", flush=True)
             result["agentchat_alone"] = run_agentchat_alone(cfg, judge)
         if open_servers:
