@@ -331,7 +331,8 @@ async def test_serve_autogen_failure_before_the_first_event_gets_its_status() ->
     with pytest.raises(CoreFunctionError) as caught:
         await serve_autogen(request(model="broken", stream=True), ctx)
     assert caught.value.status_code == 500 and "internal detail" not in caught.value.message
-    outcome = {"model": "unknown", "stream": "true", "outcome": "server_error"}  # registered after the metrics
+    # "broken" was registered after the metrics were made: its label is "unknown".
+    outcome = {"model": "unknown", "stream": "true", "outcome": "server_error"}
     assert counter(ctx.metrics, "autogen_requests_total", **outcome) == 1
     assert ctx.slots.in_use == 0
 

@@ -6,16 +6,16 @@ import json
 from pathlib import Path
 
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
 from autogen_agentchat.agents import AssistantAgent
 from autogen_agentchat.conditions import MaxMessageTermination
 from autogen_agentchat.teams import RoundRobinGroupChat
+from hypothesis import given
+from hypothesis import strategies as st
 
 from service.app import create_app
+from service.runs.text import TextFilter, clean_text
 from service.workflows.demo_client import DemoChatCompletionClient
 from service.workflows.instrumented_client import InstrumentedChatCompletionClient
-from service.runs.text import TextFilter, clean_text
 from service.workflows.registry import WorkflowLoadError, WorkflowRegistry
 from tests.conftest import make_settings, running_app
 
