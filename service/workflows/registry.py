@@ -32,6 +32,15 @@ WorkflowKind = Literal["team", "agent"]
 DEMO_CLIENT_PROVIDER = "service.workflows.demo_client.DemoChatCompletionClient"
 OPENAI_CLIENT_PROVIDER = "autogen_ext.models.openai.OpenAIChatCompletionClient"
 MODEL_ID_MAX_CHARS = 128
+# What autogen-ext is told about a configured LLM (LLM_BASE_URL); conformance tests build their clients alike.
+LLM_MODEL_INFO: dict[str, Any] = {
+    "vision": False,
+    "function_calling": True,
+    "json_output": True,
+    "structured_output": False,
+    "family": "unknown",
+    "multiple_system_messages": True,
+}
 _ALLOWED_ID_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.:")
 
 
@@ -284,14 +293,7 @@ class WorkflowRegistry:
                 "model": settings.llm_model,
                 "base_url": settings.llm_base_url,
                 "api_key": settings.llm_api_key.get_secret_value() if settings.llm_api_key else "unused",
-                "model_info": {
-                    "vision": False,
-                    "function_calling": True,
-                    "json_output": True,
-                    "structured_output": False,
-                    "family": "unknown",
-                    "multiple_system_messages": True,
-                },
+                "model_info": dict(LLM_MODEL_INFO),
                 "timeout": settings.workflow_timeout_s,
                 "max_retries": 1,
             }
