@@ -89,6 +89,9 @@ From Python::
         ])
         ...  # llm.base_url -> OpenAIChatCompletionClient(base_url=...)
         llm.requests()[0]["tool_names"]; llm.stats()["open_streams"]; llm.unused_rules(); llm.reset()
+        llm.wait_stats(lambda s: s["open_streams"] == 0, timeout=2)  # bounded poll; returns the last stats
+        async with asyncio.timeout(2):  # in an async test: does not block an in-process service's loop
+            await llm.wait_stats_async(lambda s: s["open_streams"] == 0)
 
 CLI: ``python -m loadtests.scripted_llm --port 0 [--script script.json]`` prints ``SCRIPTED_LLM_PORT=<port>``.
 """
@@ -779,10 +782,18 @@ class _ScriptControl(wire.ServerHandle):
         """Poll ``stats()`` until ``predicate`` holds or ``timeout`` passes; returns the last stats
         (``assert llm.wait_stats(lambda s: s["open_streams"] == 0, 2)["open_streams"] == 0``)."""
         deadline = time.monotonic() + timeout
-        stats = self.stats()
-        while not predicate(stats) and time.monotonic() < deadline:
+        while not predicate(stats := self.stats()) and time.monotonic() < deadline:
             time.sleep(interval)
-            stats = self.stats()
+        return stats
+
+    async def wait_stats_async(
+        self, predicate: Callable[[dict[str, Any]], bool], interval: float = 0.02
+    ) -> dict[str, Any]:
+        """``wait_stats`` for async tests, bounded by the caller (``async with asyncio.timeout(2):``): it does
+        not block the caller's event loop, where an in-process service must go on closing its calls."""
+        # polling: the counters live in another thread or process, there is no event to await here
+        while not predicate(stats := await asyncio.to_thread(self.stats)):  # noqa: ASYNC110
+            await asyncio.sleep(interval)
         return stats
 
 
