@@ -60,6 +60,15 @@ TEAM_CLIENT_ROLES = {
     "autogen_agentchat.teams.MagenticOneGroupChat": "orchestrator",
 }
 MODEL_ID_MAX_CHARS = 128
+# What autogen-ext is told about a configured LLM (LLM_BASE_URL); conformance tests build their clients alike.
+LLM_MODEL_INFO: dict[str, Any] = {
+    "vision": False,
+    "function_calling": True,
+    "json_output": True,
+    "structured_output": False,
+    "family": "unknown",
+    "multiple_system_messages": True,
+}
 _ALLOWED_ID_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.:")
 _MASKED_SECRET = frozenset("*")
 
@@ -496,14 +505,7 @@ class WorkflowRegistry:
                 "model": settings.llm_model,
                 "base_url": settings.llm_base_url,
                 "api_key": settings.llm_api_key.get_secret_value() if settings.llm_api_key else "unused",
-                "model_info": {
-                    "vision": False,
-                    "function_calling": True,
-                    "json_output": True,
-                    "structured_output": False,
-                    "family": "unknown",
-                    "multiple_system_messages": True,
-                },
+                "model_info": dict(LLM_MODEL_INFO),
                 "timeout": settings.workflow_timeout_s,
                 "max_retries": 1,
             }
