@@ -82,7 +82,13 @@ class SharedMcpWorkbench(Workbench):
         call_id: str | None = None,
     ) -> ToolResult:
         workbench = await self._workbench()
-        return await workbench.call_tool(name, arguments, cancellation_token, call_id)
+        # autogen-ext links the call's *coroutine* to the token it is given, and a coroutine cannot
+        # be cancelled: cancelling the run would raise inside `CancellationToken.cancel()` and skip
+        # the run's other callbacks. The call runs as a task of its own, linked to the run instead.
+        call = asyncio.ensure_future(workbench.call_tool(name, arguments, None, call_id))
+        if cancellation_token is not None:
+            cancellation_token.link_future(call)
+        return await call
 
     async def start(self) -> None:
         await self._workbench()
