@@ -356,7 +356,9 @@ def _code_execution(client: OpenAIChatCompletionClient, work_dir: Path) -> Team:
     coder = AssistantAgent("coder", model_client=client, system_message="You are the coder.")
     with warnings.catch_warnings():  # AgentChat warns that a local executor runs code: that is the point
         warnings.simplefilter("ignore", UserWarning)
-        executor = CodeExecutorAgent("executor", code_executor=LocalCommandLineCodeExecutor(work_dir=work_dir))
+        executor = CodeExecutorAgent(
+            "executor", code_executor=LocalCommandLineCodeExecutor(work_dir=work_dir)
+        )
     return RoundRobinGroupChat([coder, executor], max_turns=2)
 
 
