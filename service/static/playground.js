@@ -201,9 +201,10 @@ async function loadModels() {
     setStatus(`${cards.length} ${cards.length === 1 ? "team" : "teams"} available.`);
   } catch (error) {
     const text = error instanceof ApiError ? error.message : String(error);
-    state.models = new Map();
-    ui.model.replaceChildren(option("", "No list of teams"));
-    describeModel();
+    if (!state.models.size) {
+      ui.model.replaceChildren(option("", "No list of teams"));
+      describeModel();
+    } // else the last list stays: a failed reload (a key typo, a restart) need not lose the choice
     showSettingsError(`The list of teams could not be loaded. ${text}`);
     setStatus("");
   } finally {
@@ -248,7 +249,8 @@ class Turn {
     this.answerBy = h("span", "answer-by");
     this.answerText = document.createTextNode("");
     this.answerBody = h("div", "answer-text", this.answerText);
-    this.answer = h("section", "answer", h("h3", "", "Final answer", this.answerBy), this.answerBody);
+    this.answerTitle = document.createTextNode("Final answer");
+    this.answer = h("section", "answer", h("h3", "", this.answerTitle, this.answerBy), this.answerBody);
     this.answer.setAttribute("aria-label", "Final answer");
     this.answer.hidden = true;
 
@@ -264,13 +266,11 @@ class Turn {
     keepScrolledToEnd();
   }
 
-  // The group of `agent`'s activity, a new one when another agent has spoken since.
+  // The group of `agent`'s activity, a new one when another agent has spoken since (or when the
+  // same agent starts a new turn). Made on the first thing to show: an agent whose turn is the
+  // final answer has no empty group.
   groupFor(agent) {
     if (this.group && this.group.agent === agent) return this.group;
-    return this.startGroup(agent);
-  }
-
-  startGroup(agent) {
     this.activity.hidden = false;
     this.working.hidden = true;
     if (!this.agents.includes(agent)) this.agents.push(agent);
@@ -280,8 +280,12 @@ class Turn {
     this.steps.append(step);
     this.group = { agent, body, text: null };
     this.updateCount();
-    setStatus(`${agent} is working…`);
     return this.group;
+  }
+
+  startTurn(agent) {
+    this.group = null;
+    setStatus(`${agent} is working…`);
   }
 
   // Where `agent`'s next words go: a paragraph after whatever the group showed last.
@@ -317,7 +321,7 @@ class Turn {
     }
     switch (activity.type) {
       case "agent_turn":
-        this.startGroup(agent);
+        this.startTurn(agent);
         break;
       case "tool_call":
         this.onToolCall(agent, activity);
@@ -420,6 +424,7 @@ class Turn {
   fail(message, requestId) {
     this.working.hidden = true;
     this.root.classList.add("failed");
+    if (!this.answer.hidden) this.answerTitle.data = "Answer, incomplete";
     const error = h("p", "error", message);
     if (requestId) error.append(h("span", "request-id", ` (request id ${requestId})`));
     error.setAttribute("role", "alert");
@@ -433,7 +438,7 @@ class Turn {
   showStats({ firstTokenMs, firstAnswerMs, totalMs, usage }) {
     const parts = [];
     if (firstTokenMs !== null) parts.push(`Time to first token ${seconds(firstTokenMs)}`);
-    if (firstAnswerMs !== null && firstAnswerMs !== firstTokenMs) parts.push(`to the answer ${seconds(firstAnswerMs)}`);
+    if (firstAnswerMs !== null && firstAnswerMs !== firstTokenMs) parts.push(`to first answer token ${seconds(firstAnswerMs)}`);
     parts.push(`total ${seconds(totalMs)}`);
     if (usage) {
       parts.push(`tokens: ${usage.prompt_tokens} in, ${usage.completion_tokens} out, ${usage.total_tokens} in all`);

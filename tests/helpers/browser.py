@@ -48,6 +48,8 @@ def screenshot(page: Page, name: str) -> Path:
     """A full-page PNG under reports/screenshots (a test artifact); its path is printed."""
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     path = SCREENSHOTS / f"{name}.png"
+    # At the end of the page, the sticky message box sits in its own place, over nothing.
+    page.evaluate("window.scrollTo(0, document.documentElement.scrollHeight)")
     page.screenshot(path=path, full_page=True)
     print(f"screenshot: {path}")
     return path
