@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import httpx
 import pytest
 from autogen_agentchat.agents import AssistantAgent
 from autogen_agentchat.conditions import MaxMessageTermination, SourceMatchTermination
@@ -64,7 +66,8 @@ def get_weather(city: str) -> str:
 
 
 def _write_teams(folder: Path) -> None:
-    """`weather`: a tool call then a handoff; `faulty`: a model that fails after 3 tokens."""
+    """`weather`: a tool call then a handoff; `faulty`: a model that fails after 3 tokens; `slow`:
+    a model that takes 0.3 s per token (time to press Stop)."""
     info = ModelInfo(
         vision=False, function_calling=True, json_output=False, family="unknown", structured_output=False
     )
@@ -95,6 +98,10 @@ def _write_teams(folder: Path) -> None:
         "solver", model_client=DemoChatCompletionClient(fail_after_tokens=3), model_client_stream=True
     )
     (folder / "faulty.json").write_text(faulty.dump_component().model_dump_json())
+    slow = AssistantAgent(
+        "solver", model_client=DemoChatCompletionClient(token_ms=300), model_client_stream=True
+    )
+    (folder / "slow.json").write_text(slow.dump_component().model_dump_json())
 
 
 @pytest.fixture(scope="module")
@@ -187,7 +194,7 @@ def test_a_person_chats_with_demo_team_using_the_keyboard(
     page, network = open_playground(context, service.base_url)
     bodies = chat_requests(page)
     expect(page.locator("#model")).to_have_value("demo-team")
-    expect(page.locator("#status")).to_have_text("4 teams available.")
+    expect(page.locator("#status")).to_have_text("5 teams available.")
 
     # Tab from the top of the page to the message box: the controls come in reading order, and the
     # focused one is outlined.
@@ -294,6 +301,28 @@ def test_errors_are_shown_in_words(context: BrowserContext, service: ServiceProc
     expect(turn.locator(".answer h3")).to_contain_text("Answer, incomplete")
     expect(turn.locator(".answer-text")).to_contain_text("Answer (turn")
     screenshot(page, "playground-errors")
+    assert network.left == []
+
+
+def test_escape_stops_the_team_and_the_service_cancels_its_run(
+    context: BrowserContext, service: ServiceProcess
+) -> None:
+    page, network = open_playground(context, service.base_url)
+    page.locator("#model").select_option("slow")
+    send(page, "Take your time")
+    turn = last_turn(page)
+    expect(turn.locator(".answer-text")).not_to_be_empty(timeout=ANSWER_WAIT_MS)
+    expect(page.locator("#stop")).to_be_enabled()
+    page.keyboard.press("Escape")
+    expect(turn.locator(".error[role=alert]")).to_have_text(
+        "Stopped: the team's run was cancelled before it finished."
+    )
+    expect(page.locator("#message")).to_be_focused()
+    cancelled = 'autogen_requests_total{model="slow",outcome="cancelled",stream="true"} 1.0'
+    deadline = time.monotonic() + 30
+    while cancelled not in (metrics := httpx.get(f"{service.base_url}/metrics").text):
+        assert time.monotonic() < deadline, [line for line in metrics.splitlines() if "slow" in line]
+        time.sleep(0.2)
     assert network.left == []
 
 

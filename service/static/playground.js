@@ -514,6 +514,7 @@ async function send(text) {
   const controller = new AbortController();
   state.controller = controller;
   setBusy(true);
+  if (document.activeElement === ui.send) ui.message.focus(); // a disabled button would drop it
   setStatus(`Sent to ${model}; waiting for the team…`);
   const startedAt = performance.now();
   try {
