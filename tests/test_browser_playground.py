@@ -20,9 +20,9 @@ from urllib.parse import urlsplit
 
 import httpx
 import pytest
-from autogen_agentchat.agents import AssistantAgent
+from autogen_agentchat.agents import AssistantAgent, UserProxyAgent
 from autogen_agentchat.conditions import MaxMessageTermination, SourceMatchTermination
-from autogen_agentchat.teams import Swarm
+from autogen_agentchat.teams import RoundRobinGroupChat, Swarm
 from autogen_core import FunctionCall
 from autogen_core.models import CreateResult, ModelInfo, RequestUsage
 from autogen_core.tools import FunctionTool
@@ -67,7 +67,8 @@ def get_weather(city: str) -> str:
 
 def _write_teams(folder: Path) -> None:
     """`weather`: a tool call then a handoff; `faulty`: a model that fails after 3 tokens; `slow`:
-    a model that takes 0.3 s per token (time to press Stop)."""
+    a model that takes 0.3 s per token (time to press Stop); `ask`: a drafter, then a person
+    (a `UserProxyAgent`, which the service serves by ending the run with `input_required`)."""
     info = ModelInfo(
         vision=False, function_calling=True, json_output=False, family="unknown", structured_output=False
     )
@@ -102,6 +103,13 @@ def _write_teams(folder: Path) -> None:
         "solver", model_client=DemoChatCompletionClient(token_ms=300), model_client_stream=True
     )
     (folder / "slow.json").write_text(slow.dump_component().model_dump_json())
+    drafter = AssistantAgent(
+        "drafter", model_client=DemoChatCompletionClient(role="writer"), model_client_stream=True
+    )
+    ask = RoundRobinGroupChat(
+        [drafter, UserProxyAgent("approver")], termination_condition=MaxMessageTermination(4)
+    )
+    (folder / "ask.json").write_text(ask.dump_component().model_dump_json())
 
 
 @pytest.fixture(scope="module")
@@ -194,7 +202,7 @@ def test_a_person_chats_with_demo_team_using_the_keyboard(
     page, network = open_playground(context, service.base_url)
     bodies = chat_requests(page)
     expect(page.locator("#model")).to_have_value("demo-team")
-    expect(page.locator("#status")).to_have_text("5 teams available.")
+    expect(page.locator("#status")).to_have_text("6 teams available.")
 
     # Tab from the top of the page to the message box: the controls come in reading order, and the
     # focused one is outlined.
@@ -268,6 +276,35 @@ def test_tool_calls_and_handoffs_appear_in_the_activity(
     expect(turn.locator(".answer h3")).to_have_text("Final answer from writer")
     expect(turn.locator(".answer-text")).to_have_text("It is sunny and 21 C in Paris today.")
     screenshot(page, "playground-tools-and-handoff")
+    assert_only_this_service(network, service.base_url)
+
+
+def test_a_team_that_asks_a_person_waits_for_the_reply(
+    context: BrowserContext, service: ServiceProcess
+) -> None:
+    page, network = open_playground(context, service.base_url)
+    bodies = chat_requests(page)
+    page.locator("#model").select_option("ask")
+    send(page, "Draft a note to the team")
+    wait_done(page)
+    turn = last_turn(page)
+    expect(turn.locator(".step[data-agent=approver]")).to_contain_text("Asks you")
+    expect(turn.locator(".answer h3")).to_have_text("Question for you from approver")
+    question = turn.locator(".answer-text").inner_text()
+    assert question.startswith("Draft: here is a direct answer"), question
+    expect(turn.locator(".input-required")).to_have_text(
+        "approver is waiting for your reply: write it in the message box to continue."
+    )
+    expect(page.locator("#status")).to_have_text("approver is waiting for your reply.")
+    screenshot(page, "playground-input-required")
+
+    send(page, "Approved.")  # the reply continues the conversation
+    wait_done(page)
+    assert bodies[1]["messages"] == [
+        {"role": "user", "content": "Draft a note to the team"},
+        {"role": "assistant", "content": question},
+        {"role": "user", "content": "Approved."},
+    ]
     assert_only_this_service(network, service.base_url)
 
 

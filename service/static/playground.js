@@ -214,14 +214,7 @@ async function loadModels() {
 
 // ---- one turn of the conversation -------------------------------------------------------------
 
-const ACTIVITY_LABELS = {
-  thought: "Thinking",
-  code_generated: "Code written",
-  code_executed: "Code run",
-  memory_query: "Memory looked up",
-  speaker_selected: "Next speaker chosen",
-  input_requested: "Waiting for a person",
-};
+const ACTIVITY_LABELS = { thought: "Thinking", memory_query: "Memory" };
 
 function prettyJson(text) {
   if (typeof text !== "string") return JSON.stringify(text, null, 2);
@@ -345,14 +338,14 @@ class Turn {
       case "speaker_selected":
         this.addEvent(agent, h("p", "event", h("span", "badge", "Next speaker"), ` ${[].concat(activity.selected || []).join(", ")}`));
         break;
-      case "input_requested":
-        this.addEvent(agent, h("p", "event", h("span", "badge", "Asks you"), ` ${activity.prompt || ""}`));
+      case "input_requested": // the question itself is the run's answer (see finish)
+        this.addEvent(agent, h("p", "event", h("span", "badge", "Asks you"), " waits for your answer"));
         break;
       default: {
         // thought, memory_query, other: what they say is in the text of the chunk.
         const label = ACTIVITY_LABELS[activity.type] || activity.event_type || activity.type;
         const body = h("p", "said");
-        if (text) body.textContent = text;
+        if (text) body.textContent = text.trim().replace(/^\[[^\]]*\]\s*/, ""); // "[Type] text": the label says it
         else if (activity.results) body.textContent = prettyJson(activity.results);
         this.addEvent(agent, this.labelled(label, body)).classList.add(`event-${activity.type}`);
       }
@@ -404,19 +397,21 @@ class Turn {
 
   finish(result) {
     this.working.hidden = true;
-    const { finish } = result;
-    if (finish && finish.agent) this.answerBy.textContent = ` from ${finish.agent}`;
+    const finish = result.finish || {};
+    if (finish.agent) this.answerBy.textContent = ` from ${finish.agent}`;
+    const asked = finish.inputRequired;
+    if (asked) this.answerTitle.data = "Question for you"; // the run stopped to ask a person
     if (this.answer.hidden) {
       this.answer.hidden = false;
-      this.answerBody.replaceChildren(h("p", "muted", "The team finished without a final answer."));
+      const text = asked ? asked.prompt || "" : "";
+      this.answerBody.replaceChildren(text ? h("p", "answer-text", text) : h("p", "muted", "The team finished without a final answer."));
     }
-    if (finish && finish.reason === "length") {
+    if (asked) {
+      const who = asked.agent || "The team";
+      this.note(`${who} is waiting for your reply: write it in the message box to continue.`, "input-required");
+    }
+    if (finish.reason === "length") {
       this.note("The answer was cut short: the token limit or the team's turn limit was reached.");
-    }
-    if (finish && finish.inputRequired) {
-      const who = finish.inputRequired.agent || "The team";
-      const prompt = finish.inputRequired.prompt ? `: “${finish.inputRequired.prompt}”` : ".";
-      this.note(`${who} is waiting for your reply${prompt} Write it in the message box.`, "input-required");
     }
     this.showStats(result);
   }
@@ -537,10 +532,13 @@ async function send(text) {
     }
     if (!response.ok) throw await errorFrom(response);
     const result = await readStream(response, turn, startedAt);
-    state.history.push({ role: "assistant", content: result.answer });
+    const asked = result.finish && result.finish.inputRequired;
+    const answer = result.answer || (asked && asked.prompt) || "";
+    if (answer) state.history.push({ role: "assistant", content: answer });
     turn.finish(result);
     const by = result.finish && result.finish.agent ? ` from ${result.finish.agent}` : "";
-    setStatus(`Answer${by} complete in ${seconds(result.totalMs)}.`);
+    if (asked) setStatus(`${asked.agent || "The team"} is waiting for your reply.`);
+    else setStatus(`Answer${by} complete in ${seconds(result.totalMs)}.`);
   } catch (error) {
     // The exchange did not complete: it is not part of the conversation sent next time.
     state.history.pop();
