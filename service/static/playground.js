@@ -105,7 +105,7 @@ function describeStatus(status, detail, retryAfter) {
     case 504:
       return "The team did not finish within the service's time limit and was stopped.";
     default:
-      if (status >= 500) return "The service had an internal error. Try again; if it persists, tell its operators the request id below.";
+      if (status >= 500) return "The service had an internal error. Try again; if it persists, give its operators the request id shown here.";
       return `The service answered HTTP ${status}${detail ? `: ${detail}` : "."}`;
   }
 }
