@@ -27,7 +27,7 @@ from autogen_ext.tools.mcp import McpWorkbench, StdioServerParams
 from loadtests.scripted_llm import Reply, ScriptedLLMThread, ToolCall, rule, start_scripted_llm_thread
 from service.app import create_app
 from service.workflows.mcp import SharedMcpWorkbench
-from service.workflows.registry import LLM_MODEL_INFO, WorkflowRegistry
+from service.workflows.registry import WorkflowRegistry
 from service.workflows.shared import get as shared_instance
 from tests.conformance.shapes import MCP_SERVER, client_for
 from tests.conftest import make_settings, running_app
@@ -110,7 +110,7 @@ def test_code_execution_is_refused_at_load_unless_enabled(tmp_path: Path, llm: S
         )
     team = RoundRobinGroupChat([coder, executor], max_turns=2)
     registry = WorkflowRegistry(make_settings())
-    with pytest.raises(ValueError, match="executes code.*ALLOW_CODE_EXECUTION=true"):
+    with pytest.raises(ValueError, match=r"executes code.*ALLOW_CODE_EXECUTION=true"):
         registry.register_component("coding", team.dump_component())
     assert registry.get("coding") is None
     enabled = WorkflowRegistry(make_settings(allow_code_execution=True))
@@ -129,7 +129,8 @@ def test_a_function_tools_source_runs_once_per_worker_not_per_request(llm: Scrip
         "builtins.CORPUS_TOOL_LOADS = getattr(builtins, 'CORPUS_TOOL_LOADS', 0) + 1\n"
         "def noop(city: str) -> str:\n    return city\n"
     )
-    agent = AssistantAgent("tooled", model_client=client_for(llm.base_url), tools=[FunctionTool(noop, "no-op")])
+    client = client_for(llm.base_url)
+    agent = AssistantAgent("tooled", model_client=client, tools=[FunctionTool(noop, "no-op")])
     document = agent.dump_component().model_dump(mode="json")
     document["config"]["workbench"][0]["config"]["tools"] = [counted.model_dump(mode="json")]
     registry = WorkflowRegistry(make_settings())
