@@ -95,6 +95,16 @@ class ChatPage:
         if not shown.endswith(f": {model}"):
             raise AssertionError(f"the model menu says {shown!r}, not {model!r}")
 
+    async def set_external_task_model(self, model: str, shot: str) -> Path:
+        """Admin Panel > Settings > Interface > Tasks: External Task Model = ``model``, then Save."""
+        await self.p.goto(f"{self.base_url}/admin/settings/interface", wait_until="domcontentloaded")
+        choice = self.p.locator("select#task-model-external")
+        await choice.wait_for(state="visible", timeout=60_000)
+        await choice.select_option(value=model)
+        path = await self.screenshot(shot)
+        await self.p.get_by_role("button", name="Save", exact=True).click()
+        return path
+
     def replies(self) -> Locator:
         """The assistant messages of the open chat, oldest first (one list item each)."""
         return self.p.locator(".message-listitem").filter(has=self.p.locator(".chat-assistant"))

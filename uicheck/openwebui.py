@@ -117,12 +117,3 @@ class OpenWebUIAdmin:
         r.raise_for_status()
         config: dict[str, Any] = r.json()
         return config
-
-    async def set_task_model(self, model: str) -> dict[str, Any]:
-        """What Admin Panel > Settings > Interface > Task Model (External) does: ``""`` = the chat's model."""
-        config = await self.task_config()
-        config["TASK_MODEL_EXTERNAL"] = model
-        r = await self._client.post("/api/v1/tasks/config/update", json=config)
-        r.raise_for_status()
-        updated: dict[str, Any] = r.json()
-        return updated

@@ -243,7 +243,8 @@ async def scenario(opts: Options, report: Report, service_url: str, api_key: str
         data_dir = Path(tempfile.mkdtemp(prefix="ui-check-openwebui-"))
         owui: ServerProcess | None = None
         try:
-            env = openwebui_env(data_dir, f"{proxy.url}/v1", api_key or "none", opts.direct, trap.url)
+            # As installed: Open WebUI's own default task model ("Current Model", i.e. the chat's model).
+            env = openwebui_env(data_dir, f"{proxy.url}/v1", api_key or "none", "", trap.url)
             with timer("openwebui_start"):
                 owui = await asyncio.to_thread(
                     start_openwebui, opts.ui_venv, data_dir, env, out / "openwebui.log"
@@ -260,22 +261,15 @@ async def scenario(opts: Options, report: Report, service_url: str, api_key: str
                         f"{ids}",
                     )
                 )
-                task_config = await admin.task_config()
-                report.add(
-                    check(
-                        "the task model is the direct model (TASK_MODEL_EXTERNAL)",
-                        task_config.get("TASK_MODEL_EXTERNAL") == opts.direct,
-                        f"TASK_MODEL_EXTERNAL={task_config.get('TASK_MODEL_EXTERNAL')!r}",
-                    )
-                )
                 async with async_playwright() as pw:
                     browser = await launch(pw)
                     try:
                         context = await browser.new_context(viewport={"width": 1280, "height": 900})
                         page = ChatPage(context, owui.url, out)
                         await page.start()
+                        await control_with_default_task_model(opts, report, page, proxy)
+                        await set_task_model_as_an_admin(opts, report, page, admin)
                         await chat_with_direct_task_model(opts, report, page, proxy)
-                        await control_with_default_task_model(opts, report, page, proxy, admin)
                         report.browser_external_requests = page.external_requests
                         await context.close()
                     finally:
@@ -309,6 +303,27 @@ async def _send_and_wait(
     return message, round(time.monotonic() - start, 1)
 
 
+async def set_task_model_as_an_admin(
+    opts: Options, report: Report, page: ChatPage, admin: OpenWebUIAdmin
+) -> None:
+    """Admin Panel > Settings > Interface > Tasks > External Task Model = the direct model, then Save."""
+    shot = await page.set_external_task_model(opts.direct, "02-admin-external-task-model.png")
+    report.screenshots.append(str(shot))
+    config: dict[str, Any] = {}
+    for _ in range(50):  # the Save request is asynchronous: up to 10 s for Open WebUI to store it
+        config = await admin.task_config()
+        if config.get("TASK_MODEL_EXTERNAL") == opts.direct:
+            break
+        await asyncio.sleep(0.2)
+    report.add(
+        check(
+            "the task model is set to the direct model in Admin Settings > Interface",
+            config.get("TASK_MODEL_EXTERNAL") == opts.direct,
+            f"Open WebUI stored TASK_MODEL_EXTERNAL={config.get('TASK_MODEL_EXTERNAL')!r}",
+        )
+    )
+
+
 async def chat_with_direct_task_model(
     opts: Options, report: Report, page: ChatPage, proxy: LoggingProxy
 ) -> None:
@@ -317,9 +332,9 @@ async def chat_with_direct_task_model(
     message, took = await _send_and_wait(opts, page, proxy, QUESTION_1, 1)
     report.timings_s["turn_1"] = took
     reply = await page.read_reply(message)
-    report.screenshots.append(str(await page.screenshot("01-answer-with-folded-activity.png")))
+    report.screenshots.append(str(await page.screenshot("03-answer-with-folded-activity.png")))
     await page.expand_reasoning(message, reply)
-    report.screenshots.append(str(await page.screenshot("02-activity-expanded.png")))
+    report.screenshots.append(str(await page.screenshot("04-activity-expanded.png")))
     await page.collapse_reasoning(message)
     turns = _turns(_since(proxy, mark), opts.team)
     if not turns:
@@ -340,7 +355,7 @@ async def chat_with_direct_task_model(
     message2, took2 = await _send_and_wait(opts, page, proxy, QUESTION_2, 2)
     report.timings_s["turn_2"] = took2
     reply2 = await page.read_reply(message2)
-    report.screenshots.append(str(await page.screenshot("03-second-turn.png")))
+    report.screenshots.append(str(await page.screenshot("05-second-turn.png")))
     exchanges = _since(proxy, mark)
     turns = _turns(exchanges, opts.team)
     if len(turns) < 2:
@@ -387,15 +402,14 @@ async def chat_with_direct_task_model(
 
 
 async def control_with_default_task_model(
-    opts: Options, report: Report, page: ChatPage, proxy: LoggingProxy, admin: OpenWebUIAdmin
+    opts: Options, report: Report, page: ChatPage, proxy: LoggingProxy
 ) -> None:
     """Open WebUI's default (task model = the chat's model): the check must see the extra team runs."""
-    await admin.set_task_model("")
     mark = len(proxy.exchanges)
     await page.new_chat(opts.team)
     _, took = await _send_and_wait(opts, page, proxy, QUESTION_1, 1)
     report.timings_s["control_turn"] = took
-    report.screenshots.append(str(await page.screenshot("04-control-default-task-model.png")))
+    report.screenshots.append(str(await page.screenshot("01-control-default-task-model.png")))
     exchanges = _since(proxy, mark)
     runs = [e for e in exchanges if e.model == opts.team]
     tasks = _tasks(exchanges)
