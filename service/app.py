@@ -13,10 +13,9 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from opentelemetry.sdk.trace import SpanProcessor
 
-from service.api.errors import install_error_handlers
+from service.api.error_handlers import install_error_handlers
 from service.api.middleware import RequestIdMiddleware
 from service.api.routes import chat, health, metrics, models
-from service.autogen_server import ServingContext
 from service.config import Settings, load_settings
 from service.gc_tuning import tune_gc
 from service.lifecycle import Lifecycle
@@ -30,6 +29,7 @@ from service.observability.tracing import (
 )
 from service.protection.capacity import WorkflowSlots
 from service.protection.install import install_protection, log_protection
+from service.serving.context import ServingContext
 from service.workflows.registry import WorkflowRegistry
 
 logger = logging.getLogger(__name__)
@@ -58,6 +58,7 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         workflows = registry or WorkflowRegistry(settings)
         report = workflows.load_defaults()
+        await workflows.start_shared()
         agents = {name for workflow in workflows.all() for name in workflow.agent_names}
         service_metrics = ServiceMetrics(
             known_models=[workflow.id for workflow in workflows.all()], known_agents=agents
@@ -76,7 +77,7 @@ def create_app(
             "workflows loaded",
             extra={
                 "models": report.loaded,
-                "failed": sorted(report.failed),
+                "failed": report.failed,
                 "llm": "openai-compatible" if settings.uses_real_llm else "embedded",
             },
         )

@@ -1,4 +1,4 @@
-"""FastAPI dependencies: what a route needs, reached through `request.app.state`, never globals.
+"""FastAPI dependencies: what a route needs, from the app's typed state (never globals).
 
 They are `async def`: FastAPI runs a plain `def` dependency in its thread pool, a thread hop per
 request (and a pool of 40 threads shared by every request of the worker).
@@ -10,11 +10,11 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from service.autogen_server import ServingContext
 from service.config import Settings
 from service.lifecycle import Lifecycle
 from service.observability.metrics import ServiceMetrics
 from service.protection.auth import require_api_key
+from service.serving.context import ServingContext
 from service.workflows.registry import WorkflowRegistry
 
 

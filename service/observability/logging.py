@@ -16,7 +16,7 @@ from typing import Any
 from opentelemetry import trace
 from pythonjsonlogger.json import JsonFormatter
 
-from service.api.errors import sanitize
+from service.contract.errors import sanitize
 
 request_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id", default=None)
 model_var: contextvars.ContextVar[str | None] = contextvars.ContextVar("model", default=None)

@@ -23,8 +23,8 @@ from typing import Annotated
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from service.api.errors import OpenAIError
 from service.config import Settings, parse_api_keys_file
+from service.contract.errors import OpenAIError
 
 logger = logging.getLogger(__name__)
 
