@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import shutil
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,16 +13,22 @@ from urllib.parse import urlsplit
 from playwright.async_api import Browser, BrowserContext, Locator, Page, Playwright, Route
 from playwright.async_api import TimeoutError as PlaywrightTimeout
 
+from loadtests.procs import ServerProcess, free_port
+from uicheck.procs import spawn
+
 # Chromium's own background traffic (updates, sync, field trials) would be refused by this machine's closed
-# network, many connections at a time: switch it off. Playwright adds --headless itself.
+# network, many connections at a time: switch it off.
 CHROMIUM_FLAGS = [
+    "--headless",
     "--no-sandbox",
     "--disable-gpu",
     "--disable-quic",
     "--no-first-run",
+    "--no-default-browser-check",
     "--disable-background-networking",
     "--disable-component-update",
     "--disable-sync",
+    "--disable-breakpad",
 ]
 _REASONING_LABEL = re.compile(r"Thought for|Thinking")
 
@@ -35,8 +42,28 @@ def chromium_path() -> str:
     return path
 
 
-async def launch(pw: Playwright) -> Browser:
-    return await pw.chromium.launch(executable_path=chromium_path(), args=CHROMIUM_FLAGS, timeout=60_000)
+def spawn_chromium(log_path: Path) -> tuple[ServerProcess, Path]:
+    """Debian's chromium, headless, in its own session, with DevTools on a loopback port; and its profile.
+
+    The check starts the browser itself rather than through Playwright's launch: a Ctrl-C reaches
+    Playwright's driver too, and a browser the driver started outlives it for a while; one started here is
+    stopped here, with its whole process group, on every path. Await ``/json/version`` next.
+    """
+    port = free_port()
+    profile = Path(tempfile.mkdtemp(prefix="ui-check-chromium-"))
+    cmd = [
+        chromium_path(),
+        *CHROMIUM_FLAGS,
+        "--remote-debugging-address=127.0.0.1",
+        f"--remote-debugging-port={port}",
+        f"--user-data-dir={profile}",
+        "about:blank",
+    ]
+    return spawn("chromium", cmd, None, profile, log_path, port), profile
+
+
+async def connect(pw: Playwright, browser: ServerProcess) -> Browser:
+    return await pw.chromium.connect_over_cdp(browser.url, timeout=60_000)
 
 
 @dataclass

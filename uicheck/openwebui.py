@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import os
 import secrets
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-from loadtests.procs import ServerProcess, free_port, wait_http_ok
+from loadtests.procs import ServerProcess, free_port
+from uicheck.procs import spawn
 
 OPENWEBUI_VERSION = "0.12.4"
 
@@ -60,33 +59,15 @@ def openwebui_env(
     return env
 
 
-def start_openwebui(
-    venv: Path, workdir: Path, env: dict[str, str], log_path: Path, timeout_s: float = 240.0
-) -> ServerProcess:
-    """``open-webui serve`` on a free loopback port, in its own session; returns once ``/health`` answers."""
-    port = free_port()
+def spawn_openwebui(venv: Path, workdir: Path, env: dict[str, str], log_path: Path) -> ServerProcess:
+    """``open-webui serve`` on a free loopback port, in its own session; await ``/health`` next."""
     exe = venv / "bin" / "open-webui"
     if not exe.exists():
         raise RuntimeError(f"{exe} is missing: run `make ui-check` (it installs Open WebUI into {venv})")
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    log = open(log_path, "ab")  # noqa: SIM115 - closed by ServerProcess.stop
-    proc = subprocess.Popen(
-        [str(exe), "serve", "--host", "127.0.0.1", "--port", str(port)],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        env=env,
-        cwd=str(workdir),  # it writes .webui_secret_key and static files relative to here
-        start_new_session=True,
-    )
-    server = ServerProcess("open-webui", proc, port, log_path, log)
-    try:
-        wait_http_ok(f"{server.url}/health", timeout_s, proc)
-    except BaseException:
-        tail = server.tail_log(30)
-        server.stop()
-        print(f"open-webui did not start; the end of its log:\n{tail}", file=sys.stderr)
-        raise
-    return server
+    port = free_port()
+    # cwd: it writes .webui_secret_key relative to it (unused here: WEBUI_SECRET_KEY is set)
+    cmd = [str(exe), "serve", "--host", "127.0.0.1", "--port", str(port)]
+    return spawn("open-webui", cmd, env, workdir, log_path, port)
 
 
 class OpenWebUIAdmin:

@@ -124,7 +124,8 @@ class LoggingProxy:
         self._session = aiohttp.ClientSession(timeout=timeout, auto_decompress=False)
         app = web.Application(client_max_size=64 * 1024 * 1024)
         app.router.add_route("*", "/{tail:.*}", self._handle)
-        self._runner = web.AppRunner(app, access_log=None)
+        # On the way out, a stream still open (an interrupted run) is cut after 5 s rather than 60.
+        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=5.0)
         await self._runner.setup()
         # Bind first so the port is known without reaching into aiohttp's site internals.
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)

@@ -19,22 +19,22 @@ import re
 import secrets
 import shutil
 import signal
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import httpx
 from playwright.async_api import async_playwright
 
-from loadtests.procs import REPO_ROOT, ServerProcess, free_port, wait_http_ok
-from uicheck.browser import ChatPage, Reply, launch
+from loadtests.procs import REPO_ROOT, ServerProcess, free_port
+from uicheck.browser import ChatPage, Reply, connect, spawn_chromium
 from uicheck.checks import Check, check, parse_completion, plain, snippets, task_kind
-from uicheck.openwebui import OPENWEBUI_VERSION, OpenWebUIAdmin, openwebui_env, start_openwebui
+from uicheck.openwebui import OPENWEBUI_VERSION, OpenWebUIAdmin, openwebui_env, spawn_openwebui
+from uicheck.procs import spawn, wait_ready
 from uicheck.proxy import EgressTrap, Exchange, LoggingProxy
 
 QUESTION_1 = "What is AutoGen?"
@@ -111,7 +111,7 @@ def _squash(text: str) -> str:
     return re.sub(r"[\W_]+", "", text).lower()
 
 
-def start_service(opts: Options, api_key: str, log_path: Path) -> ServerProcess:
+def spawn_service(opts: Options, api_key: str, metrics_dir: Path, log_path: Path) -> ServerProcess:
     """The service as `make serve` runs it, on a free port, with the direct model on and a key required."""
     exe = opts.service_venv / "bin" / "autogen-service"
     if not exe.exists():
@@ -125,33 +125,18 @@ def start_service(opts: Options, api_key: str, log_path: Path) -> ServerProcess:
             "WORKERS": str(opts.workers),
             "DIRECT_MODEL": "on",
             "API_KEYS": api_key,
-            "PROMETHEUS_MULTIPROC_DIR": tempfile.mkdtemp(prefix="ui-check-metrics-"),
+            "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
         }
     )
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    log = open(log_path, "ab")  # noqa: SIM115 - closed by ServerProcess.stop
-    proc = subprocess.Popen(
-        [str(exe)], stdout=log, stderr=subprocess.STDOUT, env=env, cwd=str(REPO_ROOT), start_new_session=True
-    )
-    server = ServerProcess("autogen-service", proc, port, log_path, log)
-    try:
-        wait_http_ok(f"{server.url}/readyz", 120, proc)
-    except BaseException:
-        print(f"the service did not start; the end of its log:\n{server.tail_log(30)}", file=sys.stderr)
-        server.stop()
-        raise
-    return server
+    return spawn("autogen-service", [str(exe)], env, REPO_ROOT, log_path, port)
 
 
-def served_models(base_url: str, api_key: str | None) -> list[str]:
-    if not base_url.startswith(("http://", "https://")):
-        raise ValueError(f"not an http(s) URL: {base_url!r}")
-    request = urllib.request.Request(f"{base_url}/v1/models")  # noqa: S310 - scheme checked above
-    if api_key:
-        request.add_header("Authorization", f"Bearer {api_key}")
-    with urllib.request.urlopen(request, timeout=10) as resp:  # noqa: S310 - the operator's own URL
-        body = json.load(resp)
-    return [m["id"] for m in body["data"]]
+async def served_models(base_url: str, api_key: str | None) -> list[str]:
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    async with httpx.AsyncClient(timeout=10.0) as client:
+        response = await client.get(f"{base_url}/v1/models", headers=headers)
+        response.raise_for_status()
+        return [m["id"] for m in response.json()["data"]]
 
 
 def _since(proxy: LoggingProxy, mark: int) -> list[Exchange]:
@@ -233,7 +218,9 @@ def check_reply(report: Report, label: str, exchange: Exchange, reply: Reply) ->
         )
 
 
-async def scenario(opts: Options, report: Report, service_url: str, api_key: str | None) -> None:
+async def scenario(
+    opts: Options, report: Report, service_url: str, api_key: str | None, stack: contextlib.ExitStack
+) -> None:
     out = opts.out
     timer = Stopwatch(report)
     async with (
@@ -241,17 +228,19 @@ async def scenario(opts: Options, report: Report, service_url: str, api_key: str
         LoggingProxy(service_url, out / "proxy.jsonl") as proxy,
     ):
         data_dir = Path(tempfile.mkdtemp(prefix="ui-check-openwebui-"))
-        owui: ServerProcess | None = None
+        stack.callback(shutil.rmtree, data_dir, True)  # after Open WebUI has stopped (LIFO)
+        page: ChatPage | None = None
+        started: list[ServerProcess] = []
         try:
             # As installed: Open WebUI's own default task model ("Current Model", i.e. the chat's model).
             env = openwebui_env(data_dir, f"{proxy.url}/v1", api_key or "none", "", trap.url)
             with timer("openwebui_start"):
-                owui = await asyncio.to_thread(
-                    start_openwebui, opts.ui_venv, data_dir, env, out / "openwebui.log"
-                )
-            print(
-                f"open-webui {OPENWEBUI_VERSION}: {owui.url} (took {report.timings_s['openwebui_start']} s)"
-            )
+                owui = spawn_openwebui(opts.ui_venv, data_dir, env, out / "openwebui.log")
+                stack.callback(owui.stop)
+                started.append(owui)
+                await wait_ready(owui, "/health", 300)
+            took = report.timings_s["openwebui_start"]
+            print(f"open-webui {OPENWEBUI_VERSION}: {owui.url} (took {took} s)")
             async with OpenWebUIAdmin(owui.url) as admin:
                 ids = await admin.model_ids()
                 report.add(
@@ -261,23 +250,27 @@ async def scenario(opts: Options, report: Report, service_url: str, api_key: str
                         f"{ids}",
                     )
                 )
+                chromium, profile = spawn_chromium(out / "chromium.log")
+                stack.callback(shutil.rmtree, profile, True)
+                stack.callback(chromium.stop)
+                started.append(chromium)
+                await wait_ready(chromium, "/json/version", 60)
                 async with async_playwright() as pw:
-                    browser = await launch(pw)
-                    try:
-                        context = await browser.new_context(viewport={"width": 1280, "height": 900})
-                        page = ChatPage(context, owui.url, out)
-                        await page.start()
-                        await control_with_default_task_model(opts, report, page, proxy)
-                        await set_task_model_as_an_admin(opts, report, page, admin)
-                        await chat_with_direct_task_model(opts, report, page, proxy)
-                        report.browser_external_requests = page.external_requests
-                        await context.close()
-                    finally:
-                        await browser.close()
+                    browser = await connect(pw, chromium)
+                    context = await browser.new_context(viewport={"width": 1280, "height": 900})
+                    page = ChatPage(context, owui.url, out)
+                    await page.start()
+                    await control_with_default_task_model(opts, report, page, proxy)
+                    await set_task_model_as_an_admin(opts, report, page, admin)
+                    await chat_with_direct_task_model(opts, report, page, proxy)
+                    await context.close()
         finally:
-            if owui is not None:
-                owui.stop()
-            shutil.rmtree(data_dir, ignore_errors=True)
+            # Stopped before the proxy closes, so no stream is left open through it (the ExitStack is a
+            # backstop); what was seen is kept whatever happened.
+            for server in reversed(started):
+                server.stop()
+            if page is not None:
+                report.browser_external_requests = page.external_requests
             report.requests = [_summary(e) for e in proxy.exchanges]
             report.egress_attempts = list(trap.attempts)
     log_text = (out / "openwebui.log").read_text(errors="replace") if (out / "openwebui.log").exists() else ""
@@ -444,13 +437,16 @@ async def amain(opts: Options, report: Report, stack: contextlib.ExitStack) -> N
         service_url = opts.target.rstrip("/").removesuffix("/v1")
     else:
         api_key = api_key or f"ui-check-{secrets.token_hex(16)}"
+        metrics_dir = Path(tempfile.mkdtemp(prefix="ui-check-metrics-"))
+        stack.callback(shutil.rmtree, metrics_dir, True)
         with timer("service_start"):
-            service = await asyncio.to_thread(start_service, opts, api_key, opts.out / "service.log")
-        stack.callback(service.stop)
+            service = spawn_service(opts, api_key, metrics_dir, opts.out / "service.log")
+            stack.callback(service.stop)
+            await wait_ready(service, "/readyz", 120)
         service_url = service.url
         print(f"autogen-service: {service_url} (took {report.timings_s['service_start']} s)")
     report.target = service_url
-    ids = await asyncio.to_thread(served_models, service_url, api_key)
+    ids = await served_models(service_url, api_key)
     missing = [m for m in (opts.team, opts.direct) if m not in ids]
     if missing:
         hint = " (start the service with DIRECT_MODEL=on)" if opts.direct in missing else ""
@@ -458,7 +454,7 @@ async def amain(opts: Options, report: Report, stack: contextlib.ExitStack) -> N
             check("the service lists the models the check uses", False, f"missing {missing} in {ids}{hint}")
         )
         return
-    await scenario(opts, report, service_url, api_key)
+    await scenario(opts, report, service_url, api_key, stack)
 
 
 def write_report(report: Report, out: Path) -> Path:
@@ -496,27 +492,39 @@ def parse_args(argv: list[str] | None = None) -> Options:
     )
 
 
-def _terminate(signum: int, frame: object) -> None:
-    # SIGTERM (a CI timeout, a killed make) takes the same path as Ctrl-C: every `finally` runs.
-    raise KeyboardInterrupt
+_signalled: list[str] = []
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    # Ctrl-C and SIGTERM (a killed make, a CI timeout) take one path: every `finally` and the ExitStack
+    # run. The name is kept because the interrupt may surface as another error (Playwright's driver, in
+    # the same process group, dies of the same Ctrl-C and closes the page under a waiting locator).
+    first = not _signalled
+    _signalled.append(signal.Signals(signum).name)
+    if first:  # a second Ctrl-C does not cut the clean-up short (every stop is bounded in time)
+        raise KeyboardInterrupt
 
 
 def main(argv: list[str] | None = None) -> int:
     opts = parse_args(argv)
     shutil.rmtree(opts.out, ignore_errors=True)
     opts.out.mkdir(parents=True)
-    signal.signal(signal.SIGTERM, _terminate)
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, _interrupt)
     report = Report()
     start = time.monotonic()
     with contextlib.ExitStack() as stack:
         try:
             asyncio.run(amain(opts, report, stack))
         except KeyboardInterrupt:
-            report.error = "interrupted"
-            print("interrupted: stopping everything the check started", file=sys.stderr)
+            pass
         except Exception as exc:
             report.error = f"{type(exc).__name__}: {exc}"
-            print(f"ui-check failed: {report.error}", file=sys.stderr)
+            if not _signalled:
+                print(f"ui-check failed: {report.error}", file=sys.stderr)
+        if _signalled:
+            report.error = f"interrupted ({_signalled[0]})"
+            print(f"{report.error}: stopping everything the check started", file=sys.stderr)
     report.timings_s["check_total"] = round(time.monotonic() - start, 1)
     path = write_report(report, opts.out)
     print()
