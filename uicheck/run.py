@@ -1,11 +1,12 @@
 """`make ui-check`: the service behind a real Open WebUI, in a real browser, checked end to end.
 
-Starts the service (or uses ``--target``), a logging proxy in front of it, Open WebUI (offline, its task
-model set to the service's ``direct`` model) pointed at the proxy, and Debian's chromium through Playwright.
-Then, as a person would: a message to ``demo-team``, a second turn, and one more chat with Open WebUI's
-default task model as the control. What the page shows is compared with what the service sent (seen
-through the proxy); screenshots, the proxy log, both servers' logs and a JSON report go to ``--out``.
-Everything started here is stopped on every path (failure and Ctrl-C included).
+Starts the service (or uses ``--target``), a logging proxy in front of it, Open WebUI (offline, as
+installed) pointed at the proxy, and Debian's chromium driven through Playwright. Then, as a person would:
+a message to ``demo-team`` with Open WebUI's default task model (the control: the proxy must see the extra
+team runs), the task model set to the service's ``direct`` model in the admin settings, and a new chat of
+two turns. What the page shows is compared with what the service sent (seen through the proxy);
+screenshots, the proxy log, the servers' logs and a JSON report go to ``--out``. Everything started here
+is stopped on every path (failure, Ctrl-C and SIGTERM included).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from playwright.async_api import async_playwright
+from playwright.async_api import Locator, async_playwright
 
 from loadtests.procs import REPO_ROOT, ServerProcess, free_port
 from uicheck.browser import ChatPage, Reply, connect, spawn_chromium
@@ -287,7 +288,7 @@ async def scenario(
 
 async def _send_and_wait(
     opts: Options, page: ChatPage, proxy: LoggingProxy, text: str, count: int
-) -> tuple[Any, float]:
+) -> tuple[Locator, float]:
     start = time.monotonic()
     await page.send(text)
     message = await page.wait_reply(count, opts.reply_timeout_s)
