@@ -16,6 +16,7 @@ from opentelemetry.sdk.trace import SpanProcessor
 from service.api.error_handlers import install_error_handlers
 from service.api.middleware import RequestIdMiddleware
 from service.api.routes import chat, health, metrics, models
+from service.api.routes.pages import install_pages
 from service.config import Settings, load_settings
 from service.gc_tuning import tune_gc
 from service.lifecycle import Lifecycle
@@ -93,12 +94,16 @@ def create_app(
         summary="AutoGen AgentChat teams served as an OpenAI-compatible chat-completions API.",
         version="0.1.0",
         lifespan=lifespan,
+        # The docs pages are served from the package's own assets (no CDN): see routes/pages.py.
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.lifecycle = lifecycle
     install_error_handlers(app)
     for router in (chat.router, models.router, health.router, metrics.router):
         app.include_router(router)
+    install_pages(app)
     install_protection(app, settings)
     app.add_middleware(RequestIdMiddleware)
     if tracer_provider is not None:

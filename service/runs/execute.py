@@ -49,6 +49,7 @@ class RunRequest:
     service_turn_cap: int | None = None
     stream_tokens: bool = False
     max_tokens: int | None = None
+    handoff_tools: frozenset[str] = frozenset()
 
 
 @contextlib.asynccontextmanager
@@ -103,13 +104,15 @@ async def execute_run(
 
     Raises:
         asyncio.CancelledError: the run was cancelled from outside (the client went away); the
-            token is cancelled first, so the agents' model calls stop at once.
+            token is cancelled first, so the agents' model calls stop at once, and
+            `RunEnded(reason=cancelled)` is offered to the sink (added if it has room).
     """
     translator = AgentChatTranslator(
         members=frozenset(request.members),
         task_message_ids=frozenset(id(message) for message in task),
         live_answer_agent=request.live_answer_agent,
         markers=request.markers,
+        handoff_tools=request.handoff_tools,
     )
     context = RunContext(
         translator=translator,
@@ -141,6 +144,7 @@ async def execute_run(
             return ended
     except asyncio.CancelledError:
         token.cancel()
+        sink.offer(RunEnded(RunEndReason.CANCELLED, translator.usage))
         raise
     except TimeoutError:
         token.cancel()
