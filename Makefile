@@ -38,8 +38,8 @@ system-deps:
 	fi
 
 lint: $(STAMP)
-	$(BIN)/ruff check service tests loadtests
-	$(BIN)/ruff format --check service tests loadtests
+	$(BIN)/ruff check service tests loadtests uicheck
+	$(BIN)/ruff format --check service tests loadtests uicheck
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
