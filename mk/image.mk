@@ -34,8 +34,9 @@ image: image-deps
 ## image-test: build, run the image read-only, without capabilities, as uid 10001; check health, auth, chat, layers
 image-test: $(STAMP) image
 	IMAGE_UNDER_TEST=$(firstword $(IMAGE_TAGS)) $(BIN)/python -m pytest tests/test_image.py -p no:cacheprovider $(PYTEST_ARGS)
-	@podman image inspect --format '{{.Size}}' $(firstword $(IMAGE_TAGS)) \
-	  | awk '{printf "image-test: %s is %.0f MB\n", "$(firstword $(IMAGE_TAGS))", $$1 / 1000000}'
+	@podman image inspect --format '{{.Size}} {{index .Labels "io.autogen-service.standin-for"}}' $(firstword $(IMAGE_TAGS)) \
+	  | awk '{printf "image-test: %s is %.0f MB, on %s\n", "$(firstword $(IMAGE_TAGS))", $$1 / 1000000, \
+	    ($$2 == "" ? "its pulled base" : "the Debian stand-in for " $$2)}'
 
 ## image-clean: remove the service image, the build's layer cache and the base images (stand-in or pulled)
 image-clean:

@@ -11,16 +11,17 @@
 # the same PATH, LANG and CMD. Documentation, manual pages and locales are left out, as in the
 # slim image. Its labels say it is a stand-in, and of what.
 #
-# Needs (Debian): mmdebstrap, buildah. Run as root (or under `buildah unshare`).
-# The host's apt network options (proxy, CA, Check-Valid-Until) are passed to apt for the
-# bootstrap and removed from the result.
+# Needs (Debian): mmdebstrap, buildah. Run as root (or under `buildah unshare`). Packages come from
+# deb.debian.org (with the suite's updates and security) or DEBIAN_MIRROR (a mirror URL, a
+# one-line `deb ...` entry, or a sources file). The host's apt network options (proxy, CA,
+# Check-Valid-Until) are passed to apt for the bootstrap and removed from the result.
 set -euo pipefail
 
 base=${1:?usage: $0 BASE_IMAGE (e.g. python:3.11.11-slim-bookworm)}
 tag=${base##*:}
 suite=${tag##*-}
 case "$base" in
-  python:*-slim-*) ;;
+  python:*-slim-* | */python:*-slim-*) ;;
   *) echo "standin-base: only python:<version>-slim-<debian suite> bases can be stood in for, not $base" >&2; exit 2 ;;
 esac
 case "$base" in
@@ -46,6 +47,10 @@ done < <(apt-config dump 2>/dev/null \
 
 start=$(date +%s)
 echo "standin-base: bootstrapping Debian $suite with python3 for $name" >&2
+# The hooks are run by mmdebstrap with the chroot as "$1": single quotes on purpose.
+# The host's apt options (maybe a proxy with credentials) are dropped from the result; the dpkg
+# path excludes stay, as in the slim images, so that later installs stay slim too.
+# shellcheck disable=SC2016
 mmdebstrap --variant=minbase --quiet \
   --include=python3,python3-venv,python-is-python3,ca-certificates,netbase,tzdata \
   "${aptopts[@]}" \
@@ -55,9 +60,9 @@ mmdebstrap --variant=minbase --quiet \
   --dpkgopt='path-exclude=/usr/share/doc/*' \
   --dpkgopt='path-include=/usr/share/doc/*/copyright' \
   --dpkgopt='path-exclude=/usr/share/info/*' \
-  --customize-hook='rm -f "$1"/etc/apt/apt.conf.d/99mmdebstrap "$1"/etc/dpkg/dpkg.cfg.d/99mmdebstrap' \
+  --customize-hook='rm -f "$1"/etc/apt/apt.conf.d/99mmdebstrap' \
   --customize-hook='ln -sf /usr/bin/python3 "$1"/usr/local/bin/python3 && ln -sf python3 "$1"/usr/local/bin/python' \
-  "$suite" - ${mirror:+"$mirror"} \
+  "$suite" - ${mirror:+"$mirror"} </dev/null \
   | mmtarfilter --path-exclude='/dev/*' > "$work/rootfs.tar"
 
 python_version=$(tar -xOf "$work/rootfs.tar" ./var/lib/dpkg/status \
