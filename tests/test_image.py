@@ -127,7 +127,10 @@ def container_pids(root: int) -> list[int]:
         pid = todo.pop()
         pids.append(pid)
         for task in Path(f"/proc/{pid}/task").iterdir():
-            todo.extend(int(child) for child in (task / "children").read_text().split())
+            try:
+                todo.extend(int(child) for child in (task / "children").read_text().split())
+            except FileNotFoundError:  # a thread that ended meanwhile
+                continue
     return pids
 
 
