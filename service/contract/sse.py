@@ -53,7 +53,7 @@ class EventTemplate:
                 break
             position, mark = min(found)
             pieces.append(_literal(rest[:position]))
-            pieces.append("{%d}" % marks[mark])
+            pieces.append(f"{{{marks[mark]}}}")
             seen.add(marks[mark])
             rest = rest[position + len(mark) :]
         pieces.append(_literal(rest))
