@@ -58,7 +58,7 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         workflows = registry or WorkflowRegistry(settings)
         report = workflows.load_defaults()
-        agents = {name for workflow in workflows.all() for name in workflow.agent_names}
+        agents = {workflow.id: workflow.agent_names for workflow in workflows.all()}
         service_metrics = ServiceMetrics(
             known_models=[workflow.id for workflow in workflows.all()], known_agents=agents
         )
