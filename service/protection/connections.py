@@ -23,7 +23,7 @@ and per worker (`ConnectionGuard`), at most `MAX_CONNECTIONS` open connections. 
 connection that has waited longest without a request in progress (idle keep-alive, or still sending
 its head) is closed to make room: slow or silent clients cannot lock others out while any connection
 is idle. When every connection has a request in progress, the new one gets 503. Every refusal is
-counted in `autogen_rejected_total{reason}` and logged at most once a minute per reason.
+counted in `autogen_rejected_total{reason}` and logged at most once a minute per kind.
 """
 
 from __future__ import annotations
@@ -139,17 +139,17 @@ class ConnectionGuard:
     # Rejections
 
     def rejected(self, reason: str, message: str) -> None:
-        """Count a refused or closed connection; log the first of a minute per reason, with a count."""
+        """Count a refused or closed connection; log the first of a minute per kind, with a count."""
         metrics = self._metrics()
         if metrics is not None:
             metrics.rejected.labels(reason).inc()
-        self._unlogged[reason] = self._unlogged.get(reason, 0) + 1
+        self._unlogged[message] = self._unlogged.get(message, 0) + 1
         now = self._clock()
-        last = self._logged_at.get(reason)
+        last = self._logged_at.get(message)
         if last is not None and now - last < LOG_INTERVAL_S:
             return
-        self._logged_at[reason] = now
-        count = self._unlogged.pop(reason)
+        self._logged_at[message] = now
+        count = self._unlogged.pop(message)
         logger.warning(
             message,
             extra={"reason": reason, "connections_closed": count, "log_interval_s": LOG_INTERVAL_S},

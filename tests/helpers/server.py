@@ -7,6 +7,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import httpx
@@ -24,15 +25,24 @@ def free_port() -> int:
 
 
 class ServiceProcess(StopOnExit):
-    """A running service; `base_url` is `http://127.0.0.1:<port>`; logs go to `log_path`."""
+    """A running service; `base_url` is `http://127.0.0.1:<port>`; logs go to `log_path`.
 
-    def __init__(self, env: dict[str, str], log_path: Path, startup_timeout: float = 60.0) -> None:
+    `prefix` runs the command through another that execs it (e.g. `prlimit ...`, `unshare ...`).
+    """
+
+    def __init__(
+        self,
+        env: dict[str, str],
+        log_path: Path,
+        startup_timeout: float = 60.0,
+        prefix: Sequence[str] = (),
+    ) -> None:
         self.port = int(env["PORT"])
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
         self._log = open(log_path, "ab")  # noqa: SIM115 (kept open for the child's lifetime)
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "service"],
+            [*prefix, sys.executable, "-m", "service"],
             env=env,
             cwd=REPO_ROOT,
             stdout=self._log,
@@ -89,5 +99,7 @@ def service_env(tmp_path: Path, **overrides: str) -> dict[str, str]:
     return env
 
 
-def start_service(tmp_path: Path, name: str = "service", **overrides: str) -> ServiceProcess:
-    return ServiceProcess(service_env(tmp_path, **overrides), tmp_path / f"{name}.log")
+def start_service(
+    tmp_path: Path, name: str = "service", prefix: Sequence[str] = (), **overrides: str
+) -> ServiceProcess:
+    return ServiceProcess(service_env(tmp_path, **overrides), tmp_path / f"{name}.log", prefix=prefix)
