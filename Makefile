@@ -22,7 +22,7 @@ install: $(STAMP)
 
 ## serve: install into .venv and serve the embedded default (gunicorn + uvicorn workers)
 serve: $(STAMP)
-	$(BIN)/autogen-service
+	@$(BIN)/autogen-service
 
 ## system-deps: the Debian packages the tests use (redis-server, prometheus/promtool)
 system-deps:

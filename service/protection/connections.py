@@ -15,15 +15,15 @@ help: it runs once the head is parsed. `GuardedHttpToolsProtocol` adds, per conn
 - shutdown: a connection still sending its head or body gets 503 and is closed at once, so a slow
   upload never holds a graceful shutdown (open responses, streams included, still run to the end).
 
-An error answered here is followed by a lingering close: the server stops sending, then reads and
-discards what the client still sends for up to `LINGER_S` before closing, so a client that is still
-writing its request reads the answer instead of a connection reset.
-
 and per worker (`ConnectionGuard`), at most `MAX_CONNECTIONS` open connections. At the cap, the
 connection that has waited longest without a request in progress (idle keep-alive, or still sending
 its head) is closed to make room: slow or silent clients cannot lock others out while any connection
 is idle. When every connection has a request in progress, the new one gets 503. Every refusal is
 counted in `autogen_rejected_total{reason}` and logged at most once a minute per kind.
+
+An error answered here is followed by a lingering close: the server stops sending, then reads and
+discards what the client still sends for up to `LINGER_S` before closing, so a client that is still
+writing its request reads the answer instead of a connection reset.
 """
 
 from __future__ import annotations
@@ -174,6 +174,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._heads_completed = 0
         self._head_timer: asyncio.TimerHandle | None = None
         self._body_timer: asyncio.TimerHandle | None = None
+        self._linger_timer: asyncio.TimerHandle | None = None
 
     # asyncio.Protocol
 
@@ -372,7 +373,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         if self.transport.can_write_eof():
             self.transport.write_eof()
             self.flow.resume_reading()
-            self._head_timer = self.loop.call_later(LINGER_S, self.transport.close)
+            self._linger_timer = self.loop.call_later(LINGER_S, self.transport.close)
             self.guard.closing(self)
         else:
             self.transport.close()
@@ -391,10 +392,10 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             self.cycle.message_event.set()
 
     def _cancel_timers(self) -> None:
-        for timer in (self._head_timer, self._body_timer):
+        for timer in (self._head_timer, self._body_timer, self._linger_timer):
             if timer is not None:
                 timer.cancel()
-        self._head_timer = self._body_timer = None
+        self._head_timer = self._body_timer = self._linger_timer = None
 
 
 def guarded_protocol(guard: ConnectionGuard) -> type[GuardedHttpToolsProtocol]:

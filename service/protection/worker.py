@@ -71,6 +71,9 @@ class DrainingServer(Server):
             self._graceful = sig in (signal.SIGTERM, signal.SIGINT)
             self._stop_requested_at = now
             self._on_drain()
+            # uvicorn re-raises the signal once it has stopped: end as after SIGTERM (gunicorn logs a
+            # worker ended by SIGINT as a warning).
+            sig = signal.SIGTERM if sig == signal.SIGINT else sig
         elif self._stop_requested_at is not None and now - self._stop_requested_at < SAME_STOP_S:
             return
         super().handle_exit(sig, frame)
