@@ -76,8 +76,12 @@ def _worker(service: ServiceProcess) -> psutil.Process:
     return psutil.Process(pid)
 
 
-def _healthz(service: ServiceProcess) -> int:
-    return httpx.get(f"{service.base_url}/healthz", timeout=10).status_code
+def _healthz(service: ServiceProcess) -> int | None:
+    """The status of `/healthz` on a new connection; None when there was no answer."""
+    try:
+        return httpx.get(f"{service.base_url}/healthz", timeout=10).status_code
+    except httpx.HTTPError:
+        return None
 
 
 def _trickle(sock: socket.socket, byte: bytes, interval: float, limit: float) -> bytes:
