@@ -21,24 +21,44 @@ from typing import Any
 
 import uvloop
 from autogen_agentchat.messages import TextMessage
+from autogen_core import CancellationToken
 
 from service.config import Settings
 from service.gc_tuning import tune_gc
 from service.observability.logging import configure_logging
 from service.observability.run_trace import traced_run
 from service.observability.tracing import configure_tracing, decide_agent_runtime_tracing
+from service.runs.agentchat import AgentChatTranslator
+from service.runs.context import ListSink, RunContext, current_run_context
 from service.workflows.registry import Workflow, WorkflowRegistry
 
 
-async def _run_once(workflow: Workflow, prompt: str, tokens: list[int]) -> None:
-    async def drop(agent: str, text: str) -> None:
-        tokens[0] += 1
+class _DroppingRun(RunContext):
+    """The side channel the model clients stream into, counting tokens and dropping them."""
 
-    with traced_run(workflow.id, "cost", None) as run:
-        run.token_sink = drop
-        runner = workflow.build()
-        async for _ in runner.run_stream(task=[TextMessage(source="user", content=prompt)]):
-            pass
+    tokens: list[int]
+
+    async def token_streamed(self, agent: str, text: str) -> None:
+        self.tokens[0] += 1
+
+    async def model_called(
+        self, agent: str, model: str, prompt_tokens: int, completion_tokens: int, finish_reason: str
+    ) -> None:
+        return None
+
+
+async def _run_once(workflow: Workflow, prompt: str, tokens: list[int]) -> None:
+    run = _DroppingRun(AgentChatTranslator(frozenset()), ListSink(), CancellationToken(), stream_tokens=True)
+    run.tokens = tokens
+    context_token = current_run_context.set(run)
+    try:
+        with traced_run(workflow.id, "cost", None) as trace:
+            run.trace = trace
+            runner = workflow.build()
+            async for _ in runner.run_stream(task=[TextMessage(source="user", content=prompt)]):
+                pass
+    finally:
+        current_run_context.reset(context_token)
 
 
 async def _measure(workflow: Workflow, prompt: str, runs: int, concurrency: int) -> dict[str, Any]:

@@ -429,13 +429,13 @@ class _Sampler:
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
-        from loadtests.fake_llm import _http_json
+        from loadtests.fake_http import http_json
 
         while not self._stop.is_set():
             self.peak_worker_kb = max(self.peak_worker_kb, self.server.rss_kb_per_worker())
             self.peak_total_kb = max(self.peak_total_kb, self.server.rss_kb_total())
             try:
-                in_flight = int(_http_json(f"{self.fake.url}/stats", timeout=2)["in_flight"])
+                in_flight = int(http_json(f"{self.fake.url}/stats", timeout=2)["in_flight"])
                 self.peak_upstream_in_flight = max(self.peak_upstream_in_flight, in_flight)
             except OSError:
                 pass
@@ -689,7 +689,7 @@ def _service_env(cfg: BenchConfig, llm_url: str | None = None) -> dict[str, str]
 
 
 def run_bench(cfg: BenchConfig) -> dict[str, Any]:
-    from loadtests.fake_llm import _http_json
+    from loadtests.fake_http import http_json
 
     loadgen.raise_nofile_limit()  # the servers inherit it
     run_id = time.strftime("%Y%m%d-%H%M%S")
@@ -780,10 +780,10 @@ def run_bench(cfg: BenchConfig) -> dict[str, Any]:
                 probe_row: dict[str, Any] = {"mode": mode, "model": model}
                 svc = services.get(mode)
                 if svc is not None:
-                    _http_json(f"{fake.url}/stats/reset", method="POST")
+                    http_json(f"{fake.url}/stats/reset", method="POST")
                     chunks = probe(svc, model, cfg.prompt, {}, n=3)
                     if mode == "llm":
-                        calls[model] = round(int(_http_json(f"{fake.url}/stats")["requests"]) / 3)
+                        calls[model] = round(int(http_json(f"{fake.url}/stats")["requests"]) / 3)
                     probe_row["service_chunks"] = chunks
                 else:
                     chunks = cfg.tokens * DEFAULT_CALLS.get(model, 1)

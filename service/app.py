@@ -13,10 +13,10 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from opentelemetry.sdk.trace import SpanProcessor
 
-from service.api.errors import install_error_handlers
+from service.api.error_handlers import install_error_handlers
 from service.api.middleware import RequestIdMiddleware
 from service.api.routes import chat, health, metrics, models
-from service.autogen_server import ServingContext
+from service.api.routes.pages import install_pages
 from service.config import Settings, load_settings
 from service.gc_tuning import tune_gc
 from service.lifecycle import Lifecycle
@@ -30,6 +30,7 @@ from service.observability.tracing import (
 )
 from service.protection.capacity import WorkflowSlots
 from service.protection.install import install_protection, log_protection
+from service.serving.context import ServingContext
 from service.workflows.registry import WorkflowRegistry
 
 logger = logging.getLogger(__name__)
@@ -58,6 +59,7 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         workflows = registry or WorkflowRegistry(settings)
         report = workflows.load_defaults()
+        await workflows.start_shared()
         agents = {workflow.id: workflow.agent_names for workflow in workflows.all()}
         service_metrics = ServiceMetrics(
             known_models=[workflow.id for workflow in workflows.all()], known_agents=agents
@@ -76,7 +78,7 @@ def create_app(
             "workflows loaded",
             extra={
                 "models": report.loaded,
-                "failed": sorted(report.failed),
+                "failed": report.failed,
                 "llm": "openai-compatible" if settings.uses_real_llm else "embedded",
             },
         )
@@ -92,12 +94,16 @@ def create_app(
         summary="AutoGen AgentChat teams served as an OpenAI-compatible chat-completions API.",
         version="0.1.0",
         lifespan=lifespan,
+        # The docs pages are served from the package's own assets (no CDN): see routes/pages.py.
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.lifecycle = lifecycle
     install_error_handlers(app)
     for router in (chat.router, models.router, health.router, metrics.router):
         app.include_router(router)
+    install_pages(app)
     install_protection(app, settings)
     app.add_middleware(RequestIdMiddleware)
     if tracer_provider is not None:

@@ -9,6 +9,8 @@ from typing import Annotated, Literal
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from service.contract.chat import ActivityMode
+
 _RATE_LIMIT_PATTERN = r"^\s*\d+\s*(/|per)\s*\d*\s*(second|minute|hour|day)s?\s*$"
 
 
@@ -39,6 +41,18 @@ class Settings(BaseSettings):
     llm_model: str | None = None
     demo_llm_ttft_ms: float = Field(0.0, ge=0, le=600_000)
     demo_llm_token_ms: float = Field(0.0, ge=0, le=60_000)
+    # Module prefixes (besides AutoGen's and the service's) that workflow files may name as providers.
+    workflow_allowed_providers: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # CodeExecutorAgent, code executors and code-execution tools run model-written code (or code found
+    # in any message, the caller's included): refused at load unless this is on.
+    allow_code_execution: bool = False
+    # A plain model (one model call, no team) for a chat UI's titles, tags and follow-ups.
+    # `auto`: listed when an upstream LLM is configured.
+    direct_model: Literal["auto", "on", "off"] = "auto"
+    direct_model_id: str = Field("direct", pattern=r"^[A-Za-z0-9._:-]{1,128}$")
+    # Bounds on what an upstream LLM may send: one event of a stream, and a whole non-streamed answer.
+    upstream_max_event_bytes: int = Field(1_048_576, ge=1024, le=1_073_741_824)
+    upstream_max_body_bytes: int = Field(4_194_304, ge=1024, le=1_073_741_824)
 
     # Bounds of one run
     workflow_timeout_s: float = Field(300.0, gt=0, le=86_400)
@@ -47,6 +61,9 @@ class Settings(BaseSettings):
     max_message_chars: int = Field(100_000, ge=1, le=10_000_000)
     max_body_bytes: int = Field(1_048_576, ge=1024)
     stream_queue_size: int = Field(256, ge=1, le=100_000)
+    # Where a team's activity goes: `reasoning` (reasoning_content/reasoning, the answer alone in
+    # content), `content` (the whole transcript in content) or `none`; a request may override it.
+    stream_activity: ActivityMode = "reasoning"
     stream_keepalive_s: float = Field(15.0, gt=0, le=3600)
     # Tokens that arrive within this interval of the previous write leave together in the next
     # write (same SSE events, fewer sends); the first content token is never held back.
@@ -93,6 +110,13 @@ class Settings(BaseSettings):
     def _split_keys(cls, value: object) -> object:
         if isinstance(value, str):
             return [key.strip() for key in value.split(",") if key.strip()]
+        return value
+
+    @field_validator("workflow_allowed_providers", mode="before")
+    @classmethod
+    def _split_providers(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [prefix.strip() for prefix in value.split(",") if prefix.strip()]
         return value
 
     @field_validator("cors_origins", mode="before")
@@ -152,6 +176,10 @@ class Settings(BaseSettings):
     @property
     def uses_real_llm(self) -> bool:
         return self.llm_base_url is not None
+
+    @property
+    def direct_model_enabled(self) -> bool:
+        return self.direct_model == "on" or (self.direct_model == "auto" and self.uses_real_llm)
 
 
 def parse_api_keys_file(text: str) -> list[str]:

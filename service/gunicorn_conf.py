@@ -38,8 +38,9 @@ loglevel = _settings.log_level.lower()
 # gunicorn's own lines in the service's JSON format.
 logger_class = "service.observability.logging.GunicornLogger"
 proc_name = "autogen-service"
-# gunicorn 27 opens a control socket at ~/.gunicorn/gunicorn.ctl by default: every instance of a user
-# shares that path (stopping one removes another's). The service does not use `gunicornc`.
+# gunicorn's runtime control socket (`gunicornc`: reload, resize, stop) is not used: without this
+# every instance binds $HOME/.gunicorn/gunicorn.ctl (one path shared by all instances of a user),
+# and in the image, whose user has no writable home, it logs an error at every start.
 control_socket_disable = True
 
 

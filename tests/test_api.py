@@ -54,17 +54,22 @@ async def test_streaming_completion_with_usage(sdk: openai.AsyncOpenAI) -> None:
     assert finish.choices[0].finish_reason == "stop" and finish.choices[0].delta.content is None
     assert finish.model_extra == {"final_answer_agent": "reviewer"}
     text = "".join(chunk.choices[0].delta.content or "" for chunk in chunks if chunk.choices)
-    assert "TERMINATE" not in text
-    assert text.index("**planner:**") < text.index("**writer:**") < text.index("**reviewer:**")
-    names = [
+    activity = "".join(
+        (chunk.choices[0].delta.model_extra or {}).get("reasoning_content") or ""
+        for chunk in chunks
+        if chunk.choices
+    )
+    assert "TERMINATE" not in text + activity
+    assert activity.index("**planner:**") < activity.index("**writer:**") < activity.index("**reviewer**")
+    answer_names = {
         (chunk.choices[0].delta.model_extra or {}).get("name")
         for chunk in chunks
         if chunk.choices and chunk.choices[0].delta.content
-    ]
-    assert set(names) == {"planner", "writer", "reviewer"}
-    final_section = text.split("**reviewer:** ", 1)[1]
+    }
+    assert answer_names == {"reviewer"}
     completion = await sdk.chat.completions.create(model="demo-team", messages=QUESTION)  # type: ignore[arg-type]
-    assert completion.choices[0].message.content == final_section.strip()
+    assert completion.choices[0].message.content == text
+    assert text.startswith("Review:") and "Plan for" not in text
 
 
 async def test_streaming_without_usage_has_no_usage_chunk(sdk: openai.AsyncOpenAI) -> None:

@@ -4,31 +4,42 @@ from __future__ import annotations
 
 import asyncio
 import json
+from importlib import resources
 from typing import Any
 
 import pytest
 from autogen_agentchat.base import TaskResult
-from autogen_agentchat.messages import TextMessage
-from autogen_core.models import RequestUsage
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, field_serializer
 
-from service.api.errors import CoreFunctionError, OpenAIError
-from service.api.protocol import ChatMessage, Input, Output
 from service.autogen_server import (
-    NO_ANSWER_MESSAGE,
-    ServingContext,
-    StreamEnd,
-    StreamFailure,
     create_non_streaming_response,
+    encode_chunk,
     generate_streaming_response,
     handle_response,
     serve_autogen,
 )
+from service.contract.chat import ChatMessage, Input, Output
+from service.contract.errors import OpenAIError
+from service.encoders.chat_completions import NO_ANSWER_MESSAGE, ChatStreamEncoder
 from service.observability.metrics import ServiceMetrics
 from service.protection.capacity import WorkflowSlots
+from service.runs.events import (
+    AgentTurnEnded,
+    AgentTurnStarted,
+    FailureKind,
+    FinalAnswer,
+    ModelUsage,
+    RunEnded,
+    RunEndReason,
+    RunEvent,
+    RunStarted,
+    TextDelta,
+    Usage,
+)
+from service.serving.context import ServingContext
+from service.serving.errors import CoreFunctionError
 from service.workflows.registry import WorkflowRegistry
-from service.workflows.translate import StreamTranslator
 from tests.conftest import make_settings
 
 
@@ -84,88 +95,128 @@ def test_handle_response_turns_serialization_errors_into_a_generic_500() -> None
 
 
 # --- create_non_streaming_response --------------------------------------------------------------
-def test_non_streaming_response_is_the_final_answer_without_terminate() -> None:
-    user = TextMessage(source="user", content="hi")
-    usage = RequestUsage(prompt_tokens=10, completion_tokens=5)
-    result = TaskResult(
-        messages=[
-            user,
-            TextMessage(source="planner", content="plan", models_usage=usage),
-            TextMessage(source="reviewer", content="The answer. TERMINATE", models_usage=usage),
-        ],
-        stop_reason="Text 'TERMINATE' mentioned",
+def finished_run(
+    *texts: tuple[str, str], answer: tuple[str, str] | None = None, **ended: Any
+) -> list[RunEvent]:
+    """The events of a finished run in which each (agent, text) is a turn."""
+    agents = tuple(agent for agent, _ in texts)
+    events: list[RunEvent] = [RunStarted("run", "m", agents)]
+    for agent, text in texts:
+        events += [AgentTurnStarted(agent), TextDelta(agent, text), AgentTurnEnded(agent)]
+    if answer is not None:
+        events.append(FinalAnswer(*answer))
+    usage = Usage(prompt_tokens=20, completion_tokens=10, calls=2)
+    events.append(RunEnded(ended.pop("reason", RunEndReason.COMPLETED), usage, **ended))
+    return events
+
+
+def non_streaming(events: list[RunEvent], mode: Any = "reasoning") -> dict[str, Any]:
+    return create_non_streaming_response(
+        events, "demo-team", completion_id="chatcmpl-x", created=1, mode=mode
     )
-    body = create_non_streaming_response(result, "demo-team")
-    choice = body["choices"][0]
-    assert choice["message"] == {"role": "assistant", "content": "The answer.", "name": "reviewer"}
-    assert choice["finish_reason"] == "stop"
+
+
+def test_non_streaming_response_is_the_answer_with_the_activity_apart() -> None:
+    events = finished_run(
+        ("planner", "plan"), ("reviewer", "The answer."), answer=("reviewer", "The answer.")
+    )
+    body = non_streaming(events)
+    message = body["choices"][0]["message"]
+    assert message["content"] == "The answer." and message["name"] == "reviewer"
+    assert (
+        message["reasoning_content"]
+        == message["reasoning"]
+        == "**planner:** plan\n\n**reviewer:** The answer."
+    )
+    assert body["choices"][0]["finish_reason"] == "stop" and body["final_answer_agent"] == "reviewer"
     assert body["usage"] == {"prompt_tokens": 20, "completion_tokens": 10, "total_tokens": 30}
-    assert body["id"].startswith("chatcmpl-") and body["object"] == "chat.completion"
+    assert body["id"] == "chatcmpl-x" and body["object"] == "chat.completion"
 
 
-@pytest.mark.parametrize("result", [None, TaskResult(messages=[TextMessage(source="user", content="q")])])
-def test_non_streaming_response_without_result_says_no_answer(result: TaskResult | None) -> None:
-    body = create_non_streaming_response(result, "demo-team", prompt_tokens_estimate=3)
+def test_non_streaming_response_in_content_mode_is_the_transcript() -> None:
+    events = finished_run(
+        ("planner", "plan"), ("reviewer", "The answer."), answer=("reviewer", "The answer.")
+    )
+    message = non_streaming(events, mode="content")["choices"][0]["message"]
+    assert message["content"] == "**planner:** plan\n\n**reviewer:** The answer."
+    assert "reasoning_content" not in message
+
+
+def test_non_streaming_response_without_an_answer_says_so() -> None:
+    body = non_streaming(finished_run(answer=(None, "")))  # type: ignore[arg-type]
     assert body["choices"][0]["message"]["content"] == NO_ANSWER_MESSAGE
-    assert body["usage"]["prompt_tokens"] == 3
+    assert body["choices"][0]["message"]["name"] is None
 
 
-def test_non_streaming_response_applies_max_tokens() -> None:
-    result = TaskResult(messages=[TextMessage(source="a", content="one two three four five")])
-    body = create_non_streaming_response(result, "m", token_cap=2)
-    assert body["choices"][0]["message"]["content"] == "one two"
+@pytest.mark.parametrize("reason", [RunEndReason.TURN_CAP, RunEndReason.TOKEN_CAP])
+def test_non_streaming_response_is_cut_only_by_the_services_caps(reason: RunEndReason) -> None:
+    body = non_streaming(finished_run(("a", "text"), answer=("a", "text"), reason=reason))
     assert body["choices"][0]["finish_reason"] == "length"
 
 
 def test_non_streaming_response_formatting_failure_is_a_500() -> None:
     with pytest.raises(CoreFunctionError) as caught:
-        create_non_streaming_response("not a task result", "m")  # type: ignore[arg-type]
+        non_streaming([RunStarted("run", "m", ())])  # a run that never ended
     assert caught.value.function == "create_non_streaming_response"
 
 
 # --- generate_streaming_response ----------------------------------------------------------------
-def translator() -> StreamTranslator:
-    return StreamTranslator(
-        completion_id="chatcmpl-x", created=1, model="m", team=False, input_messages=frozenset()
+def encoder(mode: Any = "reasoning", include_usage: bool = False) -> ChatStreamEncoder:
+    return ChatStreamEncoder(
+        completion_id="chatcmpl-x",
+        created=1,
+        model="m",
+        mode=mode,
+        include_usage=include_usage,
+        encode=encode_chunk,
     )
 
 
 async def collect(inp: Input, queue: asyncio.Queue[Any], **kwargs: Any) -> list[str]:
     """The SSE events, however they were grouped into writes."""
+    kwargs.setdefault("encoder", encoder())
     writes = [write async for write in generate_streaming_response(inp, queue, **kwargs)]
     return [event + "\n\n" for event in "".join(writes).split("\n\n") if event]
 
 
-def queued_hello_stream(maxsize: int) -> asyncio.Queue[Any]:
-    """A whole stream already queued: role chunk, one agent message "hello", finish, end."""
+def queued(events: list[RunEvent], maxsize: int = 64) -> asyncio.Queue[Any]:
     queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=maxsize)
-    tr = translator()
-    for item in (
-        tr.start(),
-        *tr.on_event(TextMessage(source="agent", content="hello")),
-        tr.finish(None),
-        StreamEnd(),
-    ):
-        queue.put_nowait(item)
+    for event in events:
+        queue.put_nowait(event)
     return queue
 
 
+def hello_run() -> list[RunEvent]:
+    """A single agent that answers "hello" as it streams."""
+    return [
+        RunStarted("run", "m", ("agent",), live_answer_agent="agent"),
+        AgentTurnStarted("agent"),
+        TextDelta("agent", "hello"),
+        ModelUsage("agent", "embedded", 3, 1),
+        AgentTurnEnded("agent"),
+        FinalAnswer("agent", "hello"),
+        RunEnded(RunEndReason.COMPLETED, Usage(3, 1, 1)),
+    ]
+
+
 async def test_queued_events_leave_in_one_write() -> None:
-    queue = queued_hello_stream(maxsize=8)
-    writes = [write async for write in generate_streaming_response(request(stream=True), queue)]
+    writes = [
+        write
+        async for write in generate_streaming_response(request(stream=True), queued(hello_run()), encoder())
+    ]
     assert len(writes) == 1 and writes[0].count("data: ") == 4 and writes[0].endswith("data: [DONE]\n\n")
 
 
 async def test_streaming_response_is_sse_with_data_fields_and_done() -> None:
-    queue = queued_hello_stream(maxsize=4)
-    events = await collect(request(stream=True), queue)
+    events = await collect(request(stream=True), queued(hello_run(), maxsize=8))
     assert events[-1] == "data: [DONE]\n\n"
     assert all(event.startswith("data: ") and event.endswith("\n\n") for event in events)
     chunks = [json.loads(event[6:]) for event in events[:-1]]
     assert {chunk["id"] for chunk in chunks} == {"chatcmpl-x"}
-    assert chunks[0]["choices"][0]["delta"]["role"] == "assistant"
+    assert chunks[0]["choices"][0]["delta"] == {"role": "assistant", "content": ""}
     assert chunks[1]["choices"][0]["delta"] == {"content": "hello", "name": "agent"}
     assert chunks[-1]["choices"][0] == {"index": 0, "delta": {}, "finish_reason": "stop"}
+    assert chunks[-1]["final_answer_agent"] == "agent"
     assert all(chunk["usage"] is None for chunk in chunks)
 
 
@@ -174,7 +225,7 @@ async def test_streaming_response_sends_keepalive_comments_while_waiting() -> No
 
     async def late_end() -> None:
         await asyncio.sleep(0.25)
-        await queue.put(StreamEnd())
+        await queue.put(RunEnded(RunEndReason.COMPLETED))
 
     feeder = asyncio.create_task(late_end())
     events = await collect(request(stream=True), queue, keepalive_s=0.05)
@@ -183,10 +234,8 @@ async def test_streaming_response_sends_keepalive_comments_while_waiting() -> No
 
 
 async def test_streaming_failure_after_first_byte_is_an_error_event_without_done() -> None:
-    queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=4)
-    queue.put_nowait(translator().start())
-    queue.put_nowait(StreamFailure(OpenAIError(502, "The upstream model failed to answer.")))
-    events = await collect(request(stream=True), queue)
+    run = [RunStarted("run", "m", ("a",)), RunEnded(RunEndReason.FAILED, failure=FailureKind.UPSTREAM_ERROR)]
+    events = await collect(request(stream=True), queued(run))
     assert len(events) == 2 and "[DONE]" not in "".join(events)
     assert json.loads(events[1][6:])["error"]["message"] == "The upstream model failed to answer."
 
@@ -194,9 +243,16 @@ async def test_streaming_failure_after_first_byte_is_an_error_event_without_done
 async def test_streaming_handle_response_failure_becomes_error_event_and_metric() -> None:
     ctx = context()
     observer = ctx.metrics.request("demo-team", True)
-    queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=4)
-    queue.put_nowait({"secret": "a bare dict is not a chunk"})
-    events = await collect(request(stream=True), queue, observer=observer, deadline_s=5)
+
+    def broken(chunk: Any) -> str:
+        return encode_chunk({"secret": "a bare dict is not a chunk"})  # type: ignore[arg-type]
+
+    bad = ChatStreamEncoder(
+        completion_id="c", created=1, model="m", mode="reasoning", include_usage=False, encode=broken
+    )
+    events = await collect(
+        request(stream=True), queued(hello_run()), encoder=bad, observer=observer, deadline_s=5
+    )
     error = json.loads(events[-1][6:])["error"]
     assert error["type"] == "server_error" and "bare dict" not in error["message"]
     assert counter(ctx.metrics, "autogen_errors_total", function="handle_response") == 1
@@ -269,16 +325,41 @@ class _FailingAgent:
         yield  # pragma: no cover
 
 
-async def test_serve_autogen_failure_mid_stream_ends_with_error_event() -> None:
+async def test_serve_autogen_failure_before_the_first_event_gets_its_status() -> None:
     ctx = context()
     ctx.registry.register_factory("broken", lambda: _FailingAgent(), description="fails", agent_names=("x",))
-    response = await serve_autogen(request(model="broken", stream=True), ctx)
+    with pytest.raises(CoreFunctionError) as caught:
+        await serve_autogen(request(model="broken", stream=True), ctx)
+    assert caught.value.status_code == 500 and "internal detail" not in caught.value.message
+    # "broken" was registered after the metrics were made: its label is "unknown".
+    outcome = {"model": "unknown", "stream": "true", "outcome": "server_error"}
+    assert counter(ctx.metrics, "autogen_requests_total", **outcome) == 1
+    assert ctx.slots.in_use == 0
+
+
+def failing_echo(after_tokens: int) -> dict[str, Any]:
+    """The built-in `echo`, its embedded model failing after a few streamed tokens."""
+    document = json.loads(resources.files("service.workflows").joinpath("builtin/echo.json").read_text())
+    document["config"]["model_client"]["config"]["fail_after_tokens"] = after_tokens
+    return document
+
+
+async def test_serve_autogen_failure_mid_stream_ends_with_error_event() -> None:
+    ctx = context()
+    ctx.registry.register_component("flaky", failing_echo(after_tokens=3))
+    response = await serve_autogen(
+        Input(
+            model="flaky", messages=[ChatMessage(role="user", content="one two three four five")], stream=True
+        ),
+        ctx,
+    )
     assert isinstance(response, StreamingResponse)
     events = [event async for event in response.body_iterator]
     await response._on_close()  # type: ignore[attr-defined]
-    assert events[0].startswith("data: ") and "role" in events[0]
-    error = json.loads(events[-1][6:])["error"]
-    assert error["type"] == "server_error" and "internal detail" not in json.dumps(error)
+    text = "".join(events)
+    assert '"content":"one"' in text  # the answer streamed before the failure
+    error = json.loads(text.strip().split("\n\n")[-1][6:])["error"]
+    assert error["type"] == "server_error" and "injected" not in json.dumps(error)
     assert counter(ctx.metrics, "autogen_errors_total", function="serve_autogen") == 1
 
 
@@ -294,20 +375,22 @@ async def test_serve_autogen_deadline_is_a_504() -> None:
 
 async def test_flush_interval_groups_tokens_but_sends_the_first_at_once() -> None:
     queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=64)
-    tr = translator()
 
     async def produce() -> None:
-        await queue.put(tr.start())
+        await queue.put(RunStarted("run", "m", ("agent",), live_answer_agent="agent"))
+        await queue.put(AgentTurnStarted("agent"))
         for index in range(20):
-            for chunk in tr.on_token("agent", f"t{index} "):
-                await queue.put(chunk)
+            await queue.put(TextDelta("agent", f"t{index} "))
             await asyncio.sleep(0.005)
-        await queue.put(tr.finish(None))
-        await queue.put(StreamEnd())
+        await queue.put(AgentTurnEnded("agent"))
+        await queue.put(FinalAnswer("agent", "..."))
+        await queue.put(RunEnded(RunEndReason.COMPLETED))
 
     producer = asyncio.create_task(produce())
     writes = []
-    async for write in generate_streaming_response(request(stream=True), queue, flush_interval_s=0.05):
+    async for write in generate_streaming_response(
+        request(stream=True), queue, encoder(), flush_interval_s=0.05
+    ):
         writes.append(write)
     await producer
     text = "".join(writes)

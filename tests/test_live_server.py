@@ -50,6 +50,13 @@ def stream_with_usage(client: openai.OpenAI, model: str) -> list[ChatCompletionC
     return list(stream)
 
 
+def reasoning_of(chunk: ChatCompletionChunk) -> str:
+    """The activity text of a chunk (`delta.reasoning_content`, an extension field)."""
+    if not chunk.choices:
+        return ""
+    return str((chunk.choices[0].delta.model_extra or {}).get("reasoning_content") or "")
+
+
 def assert_upstream_stopped(fake_llm: FakeLLMProcess, gone_at: float) -> None:
     """The one upstream call was dropped within a second of the client leaving, and none followed."""
     deadline = gone_at + 5
@@ -72,7 +79,9 @@ def test_models_and_completions_with_the_sdk(service: ServiceProcess) -> None:
     assert chunks[-1].usage is not None and chunks[-1].choices == []
     assert chunks[-2].choices[0].finish_reason == "stop"
     text = "".join(chunk.choices[0].delta.content or "" for chunk in chunks if chunk.choices)
-    assert "**reviewer:**" in text and "TERMINATE" not in text
+    activity = "".join(reasoning_of(chunk) for chunk in chunks)
+    assert text == completion.choices[0].message.content  # the same answer, streamed or not
+    assert "**planner:**" in activity and "TERMINATE" not in text + activity
 
 
 def test_typed_sdk_errors_from_a_real_server(service: ServiceProcess) -> None:
@@ -116,7 +125,7 @@ def test_first_chunk_arrives_before_the_team_finishes(tmp_path: Path) -> None:
             timeout=30,
         ) as response:
             lines = response.iter_lines()
-            first_content = next(line for line in lines if '"content":"**planner' in line)
+            first_content = next(line for line in lines if '"reasoning_content":"**planner' in line)
             first_at = time.perf_counter() - started
             rest = [line for line in lines if line]
         total = time.perf_counter() - started
@@ -136,7 +145,7 @@ def test_disconnect_cancels_the_run_and_stops_model_calls(tmp_path: Path, fake_l
         ) as response:
             seen = 0
             for line in response.iter_lines():
-                if '"content"' in line and '"role"' not in line:
+                if '"reasoning_content"' in line:
                     seen += 1
                 if seen >= 5:
                     break  # the client goes away mid-answer of the first agent
@@ -166,10 +175,12 @@ def test_team_streams_through_openai_client_to_a_local_llm(tmp_path: Path) -> No
         names = [
             (chunk.choices[0].delta.model_extra or {}).get("name")
             for chunk in chunks
-            if chunk.choices and chunk.choices[0].delta.content
+            if chunk.choices and (reasoning_of(chunk) or chunk.choices[0].delta.content)
         ]
         assert list(dict.fromkeys(names)) == ["planner", "writer", "reviewer"]
         assert len(names) > 3 * 5  # token by token, not one message at a time
+        answer = "".join(chunk.choices[0].delta.content or "" for chunk in chunks if chunk.choices)
+        assert answer and "TERMINATE" not in answer  # the reviewer's text, streamed as it was written
         usage = chunks[-1].usage
         assert usage is not None and usage.completion_tokens == 3 * 12  # reported by the upstream LLM
         assert chunks[-2].choices[0].finish_reason == "length"  # stopped by MAX_AGENT_TURNS
@@ -191,10 +202,10 @@ def test_upstream_failure_is_a_clean_502(tmp_path: Path) -> None:
             client.chat.completions.create(model="echo", messages=QUESTION)  # type: ignore[arg-type]
         assert caught.value.status_code == 502
         assert "fake" not in str(caught.value.body) and "127.0.0.1" not in str(caught.value.body)
-        stream = client.chat.completions.create(model="echo", messages=QUESTION, stream=True)  # type: ignore[arg-type]
-        with pytest.raises(openai.APIError) as streamed:
-            list(stream)
-        assert "upstream model" in str(streamed.value)
+        # The stream's status waits for its first event: a failure before it is a real 502 too.
+        with pytest.raises(openai.APIStatusError) as streamed:
+            client.chat.completions.create(model="echo", messages=QUESTION, stream=True)  # type: ignore[arg-type]
+        assert streamed.value.status_code == 502 and "upstream model" in str(streamed.value)
 
 
 def test_non_streaming_disconnect_stops_model_calls(tmp_path: Path, fake_llm: FakeLLMProcess) -> None:

@@ -9,11 +9,13 @@ import pytest
 from autogen_agentchat.agents import AssistantAgent
 from autogen_agentchat.conditions import MaxMessageTermination
 from autogen_agentchat.teams import RoundRobinGroupChat
+from hypothesis import given
+from hypothesis import strategies as st
 
 from service.app import create_app
+from service.runs.text import TextFilter, clean_text
 from service.workflows.demo_client import DemoChatCompletionClient
 from service.workflows.instrumented_client import InstrumentedChatCompletionClient
-from service.workflows.markers import MarkerFilter, strip_markers
 from service.workflows.registry import WorkflowLoadError, WorkflowRegistry
 from tests.conftest import make_settings, running_app
 
@@ -78,7 +80,7 @@ def test_workflows_dir_adds_models_and_reports_malformed_files(
     failed = {Path(name).name: reason for name, reason in report.failed.items()}
     assert "invalid JSON at line 1" in failed["broken.json"]
     assert "component_type" in failed["wrong-kind.json"]
-    assert "cannot build" in failed["bad-provider.json"]
+    assert "'nowhere.Team' is not allowed" in failed["bad-provider.json"]
     assert "workflow not loaded" in caplog.text
 
 
@@ -145,20 +147,30 @@ def test_demo_latency_comes_from_settings() -> None:
         ["Done. TERMINATE"],
         ["Done. TERM", "INATE"],
         ["Done. T", "E", "R", "M", "I", "N", "A", "T", "E"],
-        ["TERMINATE"],
+        ["Done.", " ", "TERMINATE", "."],
     ],
 )
-def test_marker_filter_removes_split_markers(pieces: list[str]) -> None:
-    marker_filter = MarkerFilter()
-    text = "".join(marker_filter.feed(piece) for piece in pieces) + marker_filter.flush()
-    assert "TERMINATE" not in text and "TERM" not in text
-    assert text.strip() in ("Done.", "")
+def test_text_filter_removes_split_markers_at_the_end(pieces: list[str]) -> None:
+    text_filter = TextFilter()
+    text = "".join(text_filter.feed(piece) for piece in pieces) + text_filter.end()
+    assert text == "Done." == clean_text("".join(pieces))
 
 
-def test_marker_filter_keeps_lookalikes() -> None:
-    marker_filter = MarkerFilter()
-    text = (
-        "".join(marker_filter.feed(piece) for piece in ["TERM", "S apply", " and T"]) + marker_filter.flush()
-    )
-    assert text == "TERMS apply and T"
-    assert strip_markers("answer\n\nline two TERMINATE") == "answer\n\nline two"
+def test_text_filter_keeps_markers_inside_text_and_lookalikes() -> None:
+    text_filter = TextFilter()
+    pieces = ["How do I TERM", "INATE a process?", " TERMS apply", " and T"]
+    text = "".join(text_filter.feed(piece) for piece in pieces) + text_filter.end()
+    assert text == "How do I TERMINATE a process? TERMS apply and T"
+    assert clean_text("answer\n\nline two TERMINATE") == "answer\n\nline two"
+    assert clean_text("TERMINATE") == ""
+    assert clean_text("APPROVE", markers=("APPROVE",)) == ""
+
+
+@given(st.text(alphabet="TERMINATE ab.!\n", max_size=40), st.lists(st.integers(0, 40), max_size=6))
+def test_streamed_text_equals_the_whole_text_cleaned(text: str, cuts: list[int]) -> None:
+    """However a message is split into tokens, the streamed text is the non-streamed one."""
+    points = sorted({min(cut, len(text)) for cut in cuts})
+    pieces = [text[start:end] for start, end in zip([0, *points], [*points, len(text)], strict=True)]
+    text_filter = TextFilter()
+    streamed = "".join(text_filter.feed(piece) for piece in pieces) + text_filter.end()
+    assert streamed == clean_text(text)

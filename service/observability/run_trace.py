@@ -1,16 +1,15 @@
 """Per-run tracing and accounting shared between the service and the agents' model clients.
 
-A run's `RunTrace` lives in a context variable. AgentChat's runtime starts its tasks from the
-producer's context, so the model clients (called deep inside the runtime) find the same object:
-they open their `chat` span under the speaking agent's `invoke_agent` span and count the call.
+A run's `RunTrace` is held by its `RunContext` (`service.runs.context`), which the model clients
+find in a context variable: they open their `chat` span under the speaking agent's `invoke_agent`
+span and count the call.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import contextvars
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from opentelemetry import trace
@@ -22,7 +21,6 @@ from service.observability.tracing import get_tracer, record_error
 GEN_AI_OPERATION = "gen_ai.operation.name"
 GEN_AI_AGENT = "gen_ai.agent.name"
 GEN_AI_REQUEST_MODEL = "gen_ai.request.model"
-GEN_AI_RESPONSE_MODEL = "gen_ai.response.model"
 GEN_AI_CONVERSATION = "gen_ai.conversation.id"
 GEN_AI_INPUT_TOKENS = "gen_ai.usage.input_tokens"
 GEN_AI_OUTPUT_TOKENS = "gen_ai.usage.output_tokens"
@@ -36,8 +34,6 @@ class RunTrace:
     tracer: Tracer
     workflow_span: Span
     observer: RequestObserver | None = None
-    # Where an agent's model tokens go while the run is streamed to a client (None: not streamed).
-    token_sink: Callable[[str, str], Awaitable[None]] | None = None
     agent_spans: dict[str, Span] = field(default_factory=dict)
     model_calls: int = 0
 
@@ -55,7 +51,7 @@ class RunTrace:
         return span
 
     def end_turn(self, agent: str) -> None:
-        """The agent's message arrived: its turn is over (a span is made if none was open)."""
+        """The agent's turn is over (a span is made if none was open)."""
         self.agent_span(agent).end()
         del self.agent_spans[agent]
 
@@ -65,12 +61,9 @@ class RunTrace:
         self.agent_spans.clear()
 
 
-current_run: contextvars.ContextVar[RunTrace | None] = contextvars.ContextVar("current_run", default=None)
-
-
 @contextlib.contextmanager
 def traced_run(model: str, conversation_id: str, observer: RequestObserver | None) -> Iterator[RunTrace]:
-    """Open the `invoke_workflow` span of one run and make its `RunTrace` current."""
+    """Open the `invoke_workflow` span of one run (current while the run lasts)."""
     tracer = get_tracer()
     attributes = {
         GEN_AI_OPERATION: "invoke_workflow",
@@ -81,7 +74,6 @@ def traced_run(model: str, conversation_id: str, observer: RequestObserver | Non
         "invoke_workflow", kind=SpanKind.INTERNAL, attributes=attributes, record_exception=False
     ) as span:
         run = RunTrace(tracer=tracer, workflow_span=span, observer=observer)
-        token = current_run.set(run)
         try:
             yield run
         except BaseException as exc:
@@ -92,4 +84,3 @@ def traced_run(model: str, conversation_id: str, observer: RequestObserver | Non
             raise
         finally:
             run.end_all()
-            current_run.reset(token)

@@ -31,8 +31,8 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from limits import parse as parse_limit
 
-from service.api.errors import OpenAIError
 from service.config import Settings, parse_api_keys_file
+from service.contract.errors import OpenAIError
 
 logger = logging.getLogger(__name__)
 

@@ -9,22 +9,27 @@ from __future__ import annotations
 
 import logging
 
+from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.api.errors import OpenAIError, error_response
+from service.contract.errors import OpenAIError
+from service.protection.responses import error_response
 
 logger = logging.getLogger(__name__)
 
 
-class BodyTooLarge(OpenAIError):
-    """Raised from `receive` when a streamed body passes the cap (FastAPI re-raises HTTP errors)."""
+class BodyTooLarge(OpenAIError, HTTPException):
+    """Raised from `receive` when a streamed body passes the cap. It is also an `HTTPException`:
+    FastAPI passes those through when reading the body fails (anything else becomes a 400)."""
 
     def __init__(self, limit: int) -> None:
-        super().__init__(
+        OpenAIError.__init__(
+            self,
             413,
             f"Request body too large: at most {limit} bytes are accepted.",
             code="request_too_large",
         )
+        self.detail = self.message
 
 
 def _declared_length(scope: Scope) -> int | None:

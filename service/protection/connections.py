@@ -41,8 +41,8 @@ from uvicorn.config import Config
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 from uvicorn.server import ServerState
 
-from service.api.errors import OpenAIError
 from service.config import Settings
+from service.contract.errors import OpenAIError
 from service.observability.metrics import ServiceMetrics
 
 logger = logging.getLogger("service.connections")

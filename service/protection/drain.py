@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from fastapi import Request
 
-from service.api.errors import OpenAIError
+from service.contract.errors import OpenAIError
 from service.lifecycle import Lifecycle
 
 

@@ -37,8 +37,8 @@ from slowapi import Limiter
 from slowapi.errors import RateLimitExceeded
 from starlette.concurrency import run_in_threadpool
 
-from service.api.errors import OpenAIError
 from service.config import Settings
+from service.contract.errors import OpenAIError
 from service.observability.metrics import ServiceMetrics
 
 logger = logging.getLogger(__name__)

@@ -151,16 +151,27 @@ class DemoChatCompletionClient(ChatCompletionClient, Component[DemoChatCompletio
         extra_create_args: Mapping[str, Any] = {},
         cancellation_token: CancellationToken | None = None,
     ) -> CreateResult:
-        reply = compose_reply(self._config.role, messages, self._config.terminate)
-        tokens = _TOKEN_PATTERN.findall(reply)
+        reply, tokens, finish_reason = self._reply(messages, extra_create_args)
         if self._config.fail_after_tokens is not None:
             raise InjectedFault("embedded model: injected fault")
         delay = self._ttft_s + self._token_s * len(tokens)
         if delay:
             await _cancellable_sleep(delay, cancellation_token)
         return CreateResult(
-            finish_reason="stop", content=reply, usage=self._usage(messages, len(tokens)), cached=False
+            finish_reason=finish_reason, content=reply, usage=self._usage(messages, len(tokens)), cached=False
         )
+
+    def _reply(
+        self, messages: Sequence[LLMMessage], extra_create_args: Mapping[str, Any]
+    ) -> tuple[str, list[str], Literal["stop", "length"]]:
+        """The reply, its tokens and finish reason: `max_tokens` cuts it, like a real model's."""
+        reply = compose_reply(self._config.role, messages, self._config.terminate)
+        tokens = _TOKEN_PATTERN.findall(reply)
+        cap = extra_create_args.get("max_tokens")
+        if isinstance(cap, int) and 0 < cap < len(tokens):
+            tokens = tokens[:cap]
+            return "".join(tokens), tokens, "length"
+        return reply, tokens, "stop"
 
     async def create_stream(
         self,
@@ -173,8 +184,7 @@ class DemoChatCompletionClient(ChatCompletionClient, Component[DemoChatCompletio
         cancellation_token: CancellationToken | None = None,
         include_usage: bool | None = None,
     ) -> AsyncGenerator[str | CreateResult, None]:
-        reply = compose_reply(self._config.role, messages, self._config.terminate)
-        tokens = _TOKEN_PATTERN.findall(reply)
+        reply, tokens, finish_reason = self._reply(messages, extra_create_args)
         if self._ttft_s:
             await _cancellable_sleep(self._ttft_s, cancellation_token)
         for index, token in enumerate(tokens):
@@ -188,7 +198,7 @@ class DemoChatCompletionClient(ChatCompletionClient, Component[DemoChatCompletio
                 await asyncio.sleep(self._token_s)
             yield token
         yield CreateResult(
-            finish_reason="stop", content=reply, usage=self._usage(messages, len(tokens)), cached=False
+            finish_reason=finish_reason, content=reply, usage=self._usage(messages, len(tokens)), cached=False
         )
 
     async def close(self) -> None:

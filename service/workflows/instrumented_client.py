@@ -1,22 +1,31 @@
-"""A `ChatCompletionClient` wrapper that traces, counts and streams every model call of an agent.
+"""A `ChatCompletionClient` wrapper that traces, counts and streams every model call of a run.
 
-The registry wraps each agent's (shared) model client in one of these, so the service sees
-each call: a `chat` span under the agent's `invoke_agent` span, `autogen_model_calls_total`, and,
-after a client disconnect, proof that no further call is made.
+The registry wraps each model client of a workflow (agents', selectors', orchestrators') in one of
+these, so the service sees every call:
+- a `chat` span under the agent's `invoke_agent` span, and `autogen_model_calls_total`;
+- the call's usage, reported to the run (`ModelUsage`): AgentChat's messages do not carry the usage
+  of selector, orchestrator or code-generation calls;
+- the request's `max_tokens`, passed to each call;
+- failures of the LLM behind it, as `UpstreamModelError` / `UpstreamModelTimeout`;
+- after a client disconnect, proof that no further call is made.
 
-Token streaming goes through here too. Inside a team, AgentChat re-publishes every token chunk
-on autogen-core's message bus (a task, a tracing block and a serialization per chunk), which
-costs more CPU than everything else in a request. So teams run with `model_client_stream`
-off, and for an agent configured to stream, `create` streams from the model itself and hands
-each token straight to the run's token sink: the client receives the same tokens in the same
-order, and the bus carries only whole messages.
+Token streaming goes through here too. Inside a team, AgentChat re-publishes every token chunk on
+autogen-core's message bus (a task, a tracing block and a serialization per chunk), which costs more
+CPU than everything else in a request. So teams run with `model_client_stream` off, and for an agent
+configured to stream, `create` streams from the model itself and hands each token straight to the
+run: the client receives the same tokens in the same order, and the bus carries only whole messages.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping, Sequence
+import contextlib
+import json
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
 from typing import Any, Literal
 
+import httpx2
+import openai
+import pydantic
 from autogen_core import CancellationToken
 from autogen_core.models import ChatCompletionClient, CreateResult, LLMMessage, ModelInfo, RequestUsage
 from autogen_core.tools import Tool, ToolSchema
@@ -32,13 +41,20 @@ from service.observability.run_trace import (
     GEN_AI_OPERATION,
     GEN_AI_OUTPUT_TOKENS,
     GEN_AI_REQUEST_MODEL,
-    current_run,
 )
 from service.observability.tracing import get_tracer, record_error
+from service.runs.context import RunContext, current_run_context
+from service.runs.errors import UpstreamModelError, UpstreamModelTimeout
+from service.workflows.upstream_http import upstream_call
+
+# What an LLM failure looks like from inside autogen-ext's OpenAI client: the SDK's own errors, the
+# HTTP layer's, and a stream it cannot parse.
+_UPSTREAM_TIMEOUTS = (openai.APITimeoutError, httpx2.TimeoutException)
+_UPSTREAM_FAILURES = (openai.APIError, httpx2.HTTPError, json.JSONDecodeError, pydantic.ValidationError)
 
 
 class InstrumentedChatCompletionClient(ChatCompletionClient):
-    """Delegates to `inner`; adds a `chat` span and a call count per request."""
+    """Delegates to `inner`; adds a `chat` span, usage events and a call count per call."""
 
     def __init__(
         self, inner: ChatCompletionClient, agent: str | None, model_name: str, stream_tokens: bool = False
@@ -47,18 +63,19 @@ class InstrumentedChatCompletionClient(ChatCompletionClient):
         self.agent = agent
         self.model_name = model_name
         self.stream_tokens = stream_tokens
+        self._upstream = isinstance(inner, BaseOpenAIChatCompletionClient)
         # OpenAI-compatible servers only report usage in a stream when asked to.
-        self._stream_kwargs: dict[str, Any] = (
-            {"include_usage": True} if isinstance(inner, BaseOpenAIChatCompletionClient) else {}
-        )
+        self._stream_kwargs: dict[str, Any] = {"include_usage": True} if self._upstream else {}
 
-    def _start_span(self) -> Span:
-        run = current_run.get()
-        if run is not None:
-            run.model_calls += 1
-            if run.observer is not None:
-                run.observer.model_call()
-        parent = run.agent_span(self.agent) if run is not None and self.agent else None
+    @property
+    def _label(self) -> str:
+        return self.agent or "model"
+
+    def _start_span(self, run: RunContext | None) -> Span:
+        trace_run = run.trace if run is not None else None
+        if trace_run is not None and trace_run.observer is not None:
+            trace_run.observer.model_call()
+        parent = trace_run.agent_span(self.agent) if trace_run is not None and self.agent else None
         attributes: dict[str, Any] = {GEN_AI_OPERATION: "chat", GEN_AI_REQUEST_MODEL: self.model_name}
         if self.agent:
             attributes[GEN_AI_AGENT] = self.agent
@@ -73,6 +90,50 @@ class InstrumentedChatCompletionClient(ChatCompletionClient):
         span.set_attribute(GEN_AI_OUTPUT_TOKENS, result.usage.completion_tokens)
         span.set_attribute(GEN_AI_FINISH_REASONS, [str(result.finish_reason)])
 
+    def _create_args(self, run: RunContext | None, extra_create_args: Mapping[str, Any]) -> Mapping[str, Any]:
+        """The call's extra arguments with the request's `max_tokens` (the lower one wins)."""
+        cap = run.max_tokens if run is not None else None
+        if cap is None:
+            return extra_create_args
+        own = extra_create_args.get("max_tokens")
+        return {**extra_create_args, "max_tokens": min(cap, own) if isinstance(own, int) else cap}
+
+    @contextlib.asynccontextmanager
+    async def _call(self, span: Span) -> AsyncIterator[None]:
+        """One upstream call: its responses closed at the end, its failures named for the client."""
+        try:
+            if self._upstream:
+                async with upstream_call():
+                    yield
+            else:
+                yield
+        except UpstreamModelError as exc:
+            record_error(span, exc)
+            raise
+        except _UPSTREAM_TIMEOUTS as exc:
+            record_error(span, exc)
+            raise UpstreamModelTimeout(type(exc).__name__) from exc
+        except _UPSTREAM_FAILURES as exc:
+            record_error(span, exc)
+            if not self._upstream:
+                raise
+            raise UpstreamModelError(type(exc).__name__) from exc
+        except BaseException as exc:
+            if not isinstance(exc, GeneratorExit):
+                record_error(span, exc)
+            raise
+
+    async def _report(self, run: RunContext | None, span: Span, result: CreateResult) -> None:
+        self._finish_span(span, result)
+        if run is not None:
+            await run.model_called(
+                self._label,
+                self.model_name,
+                result.usage.prompt_tokens,
+                result.usage.completion_tokens,
+                str(result.finish_reason),
+            )
+
     async def create(
         self,
         messages: Sequence[LLMMessage],
@@ -83,52 +144,53 @@ class InstrumentedChatCompletionClient(ChatCompletionClient):
         extra_create_args: Mapping[str, Any] = {},
         cancellation_token: CancellationToken | None = None,
     ) -> CreateResult:
-        run = current_run.get()
-        sink = run.token_sink if run is not None and self.stream_tokens and self.agent else None
-        span = self._start_span()
+        run = current_run_context.get()
+        streams = run is not None and run.stream_tokens and self.stream_tokens and self.agent is not None
+        span = self._start_span(run)
+        args = self._create_args(run, extra_create_args)
         try:
-            if sink is None:
-                result = await self.inner.create(
-                    messages,
-                    tools=tools,
-                    tool_choice=tool_choice,
-                    json_output=json_output,
-                    extra_create_args=extra_create_args,
-                    cancellation_token=cancellation_token,
-                )
-            else:
-                result = await self._stream_to_sink(
-                    sink,
-                    self.inner.create_stream(
+            async with self._call(span):
+                if streams:
+                    assert run is not None and self.agent is not None
+                    result = await self._stream_to_run(
+                        run,
+                        self.agent,
+                        self.inner.create_stream(
+                            messages,
+                            tools=tools,
+                            tool_choice=tool_choice,
+                            json_output=json_output,
+                            extra_create_args=args,
+                            cancellation_token=cancellation_token,
+                            **self._stream_kwargs,
+                        ),
+                    )
+                else:
+                    result = await self.inner.create(
                         messages,
                         tools=tools,
                         tool_choice=tool_choice,
                         json_output=json_output,
-                        extra_create_args=extra_create_args,
+                        extra_create_args=args,
                         cancellation_token=cancellation_token,
-                        **self._stream_kwargs,
-                    ),
-                )
-        except BaseException as exc:
-            record_error(span, exc)
+                    )
+            await self._report(run, span, result)
+        finally:
             span.end()
-            raise
-        self._finish_span(span, result)
-        span.end()
         return result
 
-    async def _stream_to_sink(
-        self, sink: Callable[[str, str], Awaitable[None]], stream: AsyncGenerator[str | CreateResult, None]
+    @staticmethod
+    async def _stream_to_run(
+        run: RunContext, agent: str, stream: AsyncGenerator[str | CreateResult, None]
     ) -> CreateResult:
-        agent = self.agent or ""
         try:
             async for item in stream:
                 if isinstance(item, CreateResult):
                     return item
-                await sink(agent, item)
+                await run.token_streamed(agent, item)
         finally:
             await stream.aclose()
-        raise RuntimeError("the model stream ended without a result")
+        raise UpstreamModelError("the model stream ended without a result")
 
     async def create_stream(
         self,
@@ -140,25 +202,23 @@ class InstrumentedChatCompletionClient(ChatCompletionClient):
         extra_create_args: Mapping[str, Any] = {},
         cancellation_token: CancellationToken | None = None,
     ) -> AsyncGenerator[str | CreateResult, None]:
-        span = self._start_span()
+        run = current_run_context.get()
+        span = self._start_span(run)
         stream = self.inner.create_stream(
             messages,
             tools=tools,
             tool_choice=tool_choice,
             json_output=json_output,
-            extra_create_args=extra_create_args,
+            extra_create_args=self._create_args(run, extra_create_args),
             cancellation_token=cancellation_token,
             **self._stream_kwargs,
         )
         try:
-            async for item in stream:
-                if isinstance(item, CreateResult):
-                    self._finish_span(span, item)
-                yield item
-        except BaseException as exc:
-            if not isinstance(exc, GeneratorExit):
-                record_error(span, exc)
-            raise
+            async with self._call(span):
+                async for item in stream:
+                    if isinstance(item, CreateResult):
+                        await self._report(run, span, item)
+                    yield item
         finally:
             await stream.aclose()
             span.end()

@@ -1,8 +1,16 @@
 """Workflows as models: a registry that maps model ids to AgentChat teams (or single agents).
 
-Workflows are AutoGen declarative components (the JSON `team.dump_component()` writes and
-AutoGen Studio exports), from the built-ins shipped in the package, from `WORKFLOWS_DIR`, or
-registered from Python. Each request gets a fresh team built from the prepared JSON.
+Workflows are AutoGen declarative components (the JSON `team.dump_component()` writes and AutoGen
+Studio exports), from the built-ins shipped in the package, from `WORKFLOWS_DIR`, or registered from
+Python. A file is checked before anything in it is imported (`guard`), then prepared once:
+- its model clients, tools and MCP workbenches are built once per worker and shared (`shared`);
+- its model clients are wrapped to trace, count, bound and stream every call (`instrumented_client`);
+- its UserProxyAgents get an input function that never reads the server's stdin (`user_proxy`);
+- a team's turns are capped at `MAX_AGENT_TURNS`.
+Each request then gets a fresh team built from the prepared JSON (a team holds conversation state).
+
+A workflow file may name the agent whose text is the answer with a top-level `"answer_agent"` key
+(AutoGen ignores it): that agent's text then streams to the client as the answer while it is written.
 """
 
 from __future__ import annotations
@@ -11,28 +19,58 @@ import copy
 import json
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any, Literal
 
 from autogen_agentchat.base import ChatAgent, Team
-from autogen_core import ComponentModel
+from autogen_core import ComponentLoader, ComponentModel
 from autogen_core.models import ChatCompletionClient
+from autogen_ext.models.openai import BaseOpenAIChatCompletionClient
 
 from service.config import Settings
-from service.workflows import shared_clients
+from service.runs.execute import Runner, RunRequest
+from service.runs.text import DEFAULT_MARKERS
+from service.workflows import shared
+from service.workflows.direct import DirectModelAgent
+from service.workflows.guard import TEXT_MENTION_PROVIDERS, WorkflowRefused, check, components
 from service.workflows.instrumented_client import InstrumentedChatCompletionClient
+from service.workflows.mcp import SharedMcpWorkbench
+from service.workflows.terminations import SourcedTextMentionTermination
+from service.workflows.upstream_http import guard as guard_upstream
+from service.workflows.user_proxy import USER_PROXY_PROVIDERS, ServedUserProxyAgent
 
 logger = logging.getLogger(__name__)
 
-WorkflowRunner = Team | ChatAgent
 WorkflowKind = Literal["team", "agent"]
 
 DEMO_CLIENT_PROVIDER = "service.workflows.demo_client.DemoChatCompletionClient"
+DEMO_CLIENT_ALIASES = (DEMO_CLIENT_PROVIDER, "DemoChatCompletionClient")
 OPENAI_CLIENT_PROVIDER = "autogen_ext.models.openai.OpenAIChatCompletionClient"
+MCP_WORKBENCH_PROVIDERS = frozenset(
+    {"autogen_ext.tools.mcp.McpWorkbench", "autogen_ext.tools.mcp._workbench.McpWorkbench"}
+)
+STATIC_WORKBENCH_PROVIDERS = frozenset(
+    {"autogen_core.tools.StaticWorkbench", "autogen_core.tools.StaticStreamWorkbench"}
+)
+# The role a team's own model client plays, for usage and spans (agents' clients carry the agent).
+TEAM_CLIENT_ROLES = {
+    "autogen_agentchat.teams.SelectorGroupChat": "selector",
+    "autogen_agentchat.teams.MagenticOneGroupChat": "orchestrator",
+}
 MODEL_ID_MAX_CHARS = 128
+# What autogen-ext is told about a configured LLM (LLM_BASE_URL); conformance tests build their clients alike.
+LLM_MODEL_INFO: dict[str, Any] = {
+    "vision": False,
+    "function_calling": True,
+    "json_output": True,
+    "structured_output": False,
+    "family": "unknown",
+    "multiple_system_messages": True,
+}
 _ALLOWED_ID_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.:")
+_MASKED_SECRET = frozenset("*")
 
 
 class WorkflowLoadError(ValueError):
@@ -41,7 +79,7 @@ class WorkflowLoadError(ValueError):
 
 @dataclass(frozen=True)
 class Workflow:
-    """A served model: how to build a fresh runner (team or agent) for one request."""
+    """A served model: how to build a fresh runner (team or agent) for one request, and run it."""
 
     id: str
     description: str
@@ -49,11 +87,32 @@ class Workflow:
     source: str
     created: int
     agent_names: tuple[str, ...]
-    factory: Callable[[], WorkflowRunner]
+    factory: Callable[[], Runner]
+    live_answer_agent: str | None = None
+    markers: tuple[str, ...] = DEFAULT_MARKERS
+    service_turn_cap: int | None = None
+    warnings: tuple[str, ...] = ()
+    handoff_tools: frozenset[str] = frozenset()
 
-    def build(self) -> WorkflowRunner:
+    def build(self) -> Runner:
         """A new runner (teams hold conversation state) that shares the parsed definition and clients."""
         return self.factory()
+
+    def run_request(
+        self, run_id: str, *, deadline_s: float, stream_tokens: bool, max_tokens: int | None
+    ) -> RunRequest:
+        return RunRequest(
+            workflow=self.id,
+            run_id=run_id,
+            members=self.agent_names,
+            live_answer_agent=self.live_answer_agent,
+            markers=self.markers,
+            deadline_s=deadline_s,
+            service_turn_cap=self.service_turn_cap,
+            stream_tokens=stream_tokens,
+            max_tokens=max_tokens,
+            handoff_tools=self.handoff_tools,
+        )
 
 
 @dataclass
@@ -69,25 +128,60 @@ def is_valid_model_id(model_id: str) -> bool:
 def _model_name(spec: dict[str, Any]) -> str:
     """What a model client calls its model, for `gen_ai.request.model`."""
     config = spec.get("config") or {}
-    if spec.get("provider") in (DEMO_CLIENT_PROVIDER, "DemoChatCompletionClient"):
+    if spec.get("provider") in DEMO_CLIENT_ALIASES:
         return f"embedded-{config.get('role', 'assistant')}"
     return str(config.get("model") or config.get("azure_deployment") or spec.get("provider", "model"))
 
 
-def _walk(node: Any) -> Iterator[dict[str, Any]]:
-    if isinstance(node, dict):
-        yield node
-        for value in node.values():
-            yield from _walk(value)
-    elif isinstance(node, list):
-        for item in node:
-            yield from _walk(item)
+def _agent_names(runner: Runner) -> tuple[str, ...]:
+    participants = getattr(runner, "_participants", None)
+    if participants:
+        return tuple(str(participant.name) for participant in participants)
+    name = getattr(runner, "name", None)
+    return (str(name),) if name else ()
 
 
-def _components(node: Any, component_type: str) -> Iterator[dict[str, Any]]:
-    for item in _walk(node):
-        if item.get("component_type") == component_type and "provider" in item:
-            yield item
+def _handoff_tools(document: dict[str, Any]) -> frozenset[str]:
+    """The names of the tools through which the workflow's agents hand off (`transfer_to_<target>`)."""
+    names: set[str] = set()
+    for agent in components(document, "agent"):
+        for handoff in (agent.get("config") or {}).get("handoffs") or []:
+            if isinstance(handoff, dict) and isinstance(handoff.get("name"), str):
+                names.add(handoff["name"])
+            elif isinstance(handoff, str):
+                names.add(f"transfer_to_{handoff}".lower())
+    return frozenset(names)
+
+
+def _has_tools_or_handoffs(agent_config: dict[str, Any]) -> bool:
+    if agent_config.get("handoffs") or agent_config.get("tools"):
+        return True
+    for workbench in agent_config.get("workbench") or []:
+        if not isinstance(workbench, dict) or workbench.get("provider") not in STATIC_WORKBENCH_PROVIDERS:
+            return True
+        if (workbench.get("config") or {}).get("tools"):
+            return True
+    return False
+
+
+def _live_answer_agent(document: dict[str, Any], kind: WorkflowKind, members: tuple[str, ...]) -> str | None:
+    """The agent whose text deltas are the answer as they stream (see the module docstring)."""
+    if kind == "agent":
+        config = document.get("config") or {}
+        is_assistant = str(document.get("provider", "")).endswith("AssistantAgent")
+        return str(config.get("name")) if is_assistant and not _has_tools_or_handoffs(config) else None
+    named = document.get("answer_agent")
+    if named is None:
+        return None
+    if not isinstance(named, str) or named not in members:
+        raise WorkflowLoadError(f"answer_agent {named!r} is not one of the team's agents {list(members)}")
+    for agent in components(document.get("config"), "agent"):
+        config = agent.get("config") or {}
+        if config.get("name") == named and _has_tools_or_handoffs(config):
+            raise WorkflowLoadError(
+                f"answer_agent {named!r} has tools or handoffs: its text may not be the answer as it streams"
+            )
+    return named
 
 
 class WorkflowRegistry:
@@ -110,9 +204,10 @@ class WorkflowRegistry:
 
     # --- loading ----------------------------------------------------------------------------
     def load_defaults(self) -> LoadReport:
-        """Load the built-in workflows, then every `*.json` in `WORKFLOWS_DIR` (which may override).
+        """Load the built-in workflows, every `*.json` in `WORKFLOWS_DIR` (which may override them),
+        and the direct model when it is on.
 
-        A malformed file is logged with its reason and skipped; the other models still load.
+        A file that cannot be served is logged with its whole reason and skipped; the others load.
         """
         report = LoadReport()
         builtin = resources.files("service.workflows") / "builtin"
@@ -131,19 +226,23 @@ class WorkflowRegistry:
                     try:
                         text = path.read_text(encoding="utf-8")
                     except (OSError, UnicodeDecodeError) as exc:
-                        report.failed[path.name] = f"unreadable: {exc.__class__.__name__}"
+                        report.failed[str(path)] = f"unreadable: {exc.__class__.__name__}: {exc}"
                         continue
                     sources.append((path.stem, text, str(path)))
         for model_id, text, origin in sources:
             try:
-                self.register_json(model_id, text, source=origin)
+                workflow = self.register_json(model_id, text, source=origin)
             except WorkflowLoadError as exc:
                 report.failed[origin] = str(exc)
-                logger.error(
-                    "workflow not loaded", extra={"model": model_id, "source": origin, "reason": str(exc)}
-                )
             else:
                 report.loaded.append(model_id)
+                for warning in workflow.warnings:
+                    logger.warning("workflow warning", extra={"model": model_id, "reason": warning})
+        if self._settings.direct_model_enabled:
+            self.register_direct(self._settings.direct_model_id)
+            report.loaded.append(self._settings.direct_model_id)
+        for origin, reason in report.failed.items():
+            logger.error("workflow not loaded", extra={"source": origin, "reason": reason})
         return report
 
     def register_json(self, model_id: str, text: str, *, source: str = "json") -> Workflow:
@@ -160,14 +259,15 @@ class WorkflowRegistry:
         component: dict[str, Any] | ComponentModel,
         *,
         description: str | None = None,
+        answer_agent: str | None = None,
         source: str = "python",
     ) -> Workflow:
         """Register a team or agent component (a dict or `ComponentModel`, e.g. `team.dump_component()`).
 
-        The definition is validated by building it once; model clients are created once and shared.
+        The definition is checked, then validated by building it once; shared parts are built once.
 
         Raises:
-            WorkflowLoadError: the id is invalid or the component cannot be built.
+            WorkflowLoadError: the id is invalid, or the component is refused or cannot be built.
         """
         if not is_valid_model_id(model_id):
             raise WorkflowLoadError("model id must be 1-128 characters of letters, digits and -_.:")
@@ -178,24 +278,35 @@ class WorkflowRegistry:
         if kind not in ("team", "agent"):
             raise WorkflowLoadError(f"component_type must be 'team' or 'agent', got {kind!r}")
         document = copy.deepcopy(document)
-        if kind == "team":
-            self._cap_turns(document)
+        if answer_agent is not None:
+            document["answer_agent"] = answer_agent
+        settings = self._settings
+        try:
+            report = check(
+                document,
+                allowed_providers=settings.workflow_allowed_providers,
+                allow_code_execution=settings.allow_code_execution,
+            )
+        except WorkflowRefused as exc:
+            raise WorkflowLoadError(str(exc)) from None
+        service_turn_cap = self._cap_turns(document) if kind == "team" else None
         references: list[dict[str, Any]] = []
         try:
+            self._substitute(document)
             self._share_model_clients(document, model_id, references)
+            self._share_tools_and_workbenches(document, model_id, references)
             # Token streaming happens in the instrumented model clients, not on AgentChat's bus.
             definition = ComponentModel.model_validate(self._without_token_streaming(document))
             loader: type[Team] | type[ChatAgent] = Team if kind == "team" else ChatAgent
-            probe = loader.load_component(definition)
-            agent_names = self._agent_names(probe)
+            agent_names = _agent_names(loader.load_component(definition))
+            live = _live_answer_agent(document, kind, agent_names)
         except WorkflowLoadError:
             self._release_later(references)
             raise
         except Exception as exc:
             self._release_later(references)
             raise WorkflowLoadError(f"cannot build the component: {exc.__class__.__name__}: {exc}") from exc
-        previous = self._workflows.get(model_id)
-        if previous is not None:
+        if model_id in self._workflows:
             logger.warning("workflow replaced", extra={"model": model_id, "source": source})
         self._shared_references.extend(references)
         workflow = Workflow(
@@ -206,6 +317,11 @@ class WorkflowRegistry:
             created=int(time.time()),
             agent_names=agent_names,
             factory=lambda: loader.load_component(definition),
+            live_answer_agent=live,
+            markers=tuple(dict.fromkeys((*report.markers, *DEFAULT_MARKERS))),
+            service_turn_cap=service_turn_cap,
+            warnings=tuple(report.warnings),
+            handoff_tools=_handoff_tools(document),
         )
         self._workflows[model_id] = workflow
         return workflow
@@ -213,85 +329,198 @@ class WorkflowRegistry:
     def register_factory(
         self,
         model_id: str,
-        factory: Callable[[], WorkflowRunner],
+        factory: Callable[[], Runner],
         *,
         description: str,
         agent_names: tuple[str, ...] = (),
+        answer_agent: str | None = None,
     ) -> Workflow:
-        """Register a workflow built by Python code: `factory()` must return a new team or agent."""
+        """Register a workflow built by Python code: `factory()` must return a new team or agent.
+
+        Code registered this way is trusted as it is: it is not guarded or prepared (use
+        `register_component` for that), so its model clients are not instrumented.
+        """
         if not is_valid_model_id(model_id):
             raise WorkflowLoadError("model id must be 1-128 characters of letters, digits and -_.:")
         probe = factory()
+        names = agent_names or _agent_names(probe)
         workflow = Workflow(
             id=model_id,
             description=description,
             kind="team" if isinstance(probe, Team) else "agent",
             source="python",
             created=int(time.time()),
-            agent_names=agent_names or self._agent_names(probe),
+            agent_names=names,
             factory=factory,
+            live_answer_agent=answer_agent,
         )
         self._workflows[model_id] = workflow
         return workflow
 
+    def register_direct(self, model_id: str) -> Workflow:
+        """The direct model: one call of the configured model (the real LLM, or the embedded one)."""
+        spec = self._configured_client_spec(
+            {"provider": DEMO_CLIENT_PROVIDER, "component_type": "model", "config": {"role": "assistant"}}
+        )
+        client = self._instrumented(spec, agent=model_id, streams=True)
+        reference = shared.share(client, "model", model_id)
+        self._shared_references.append(reference)
+        workflow = Workflow(
+            id=model_id,
+            description="One call of the model behind the teams, no team: for a chat UI's titles, "
+            "tags and follow-up suggestions.",
+            kind="agent",
+            source="builtin:direct",
+            created=int(time.time()),
+            agent_names=(model_id,),
+            factory=lambda: DirectModelAgent(model_id, client),
+            live_answer_agent=model_id,
+        )
+        self._workflows[model_id] = workflow
+        return workflow
+
+    async def start_shared(self) -> None:
+        """Start what is shared and slow to start (MCP server sessions), so the first request does
+        not wait for it. A failure is logged; the next use tries again."""
+        for reference in self._shared_references:
+            instance = shared.get(reference)
+            if isinstance(instance, SharedMcpWorkbench):
+                try:
+                    await instance.start()
+                except Exception as exc:
+                    logger.error(
+                        "MCP server could not be started; it is retried on first use",
+                        extra={"reason": f"{type(exc).__name__}: {exc}"},
+                    )
+
     async def aclose(self) -> None:
-        """Close the shared model clients (their HTTP pools)."""
+        """Close the shared model clients (their HTTP pools) and stop the MCP server sessions."""
         references, self._shared_references = self._shared_references, []
         for reference in references:
-            await shared_clients.release(reference)
+            instance = shared.forget(reference)
+            close = getattr(instance, "close", None) if not isinstance(instance, SharedMcpWorkbench) else None
+            try:
+                if isinstance(instance, SharedMcpWorkbench):
+                    await instance.stop()
+                elif close is not None:
+                    await close()
+            except Exception:
+                logger.warning("closing a shared component failed", exc_info=True)
 
-    # --- helpers ----------------------------------------------------------------------------
-    def _cap_turns(self, document: dict[str, Any]) -> None:
+    # --- preparation ------------------------------------------------------------------------
+    def _cap_turns(self, document: dict[str, Any]) -> int | None:
+        """Cap the team's `max_turns`; the cap, when the service's is the one that binds."""
         config = document["config"]
-        if isinstance(config, dict):
-            current = config.get("max_turns")
-            cap = self._settings.max_agent_turns
-            config["max_turns"] = cap if not isinstance(current, int) or current <= 0 else min(current, cap)
+        cap = self._settings.max_agent_turns
+        current = config.get("max_turns")
+        own = current if isinstance(current, int) and current > 0 else None
+        config["max_turns"] = cap if own is None else min(own, cap)
+        return cap if own is None or own > cap else None
+
+    @staticmethod
+    def _substitute(document: dict[str, Any]) -> None:
+        """Load UserProxyAgents as the service's (no stdin), and text-mention conditions with their
+        `sources` (which AgentChat's own config drops)."""
+        for node in components(document):
+            if node["provider"] in USER_PROXY_PROVIDERS:
+                node["provider"] = ServedUserProxyAgent.component_provider_override
+            elif node["provider"] in TEXT_MENTION_PROVIDERS and (node.get("config") or {}).get("sources"):
+                node["provider"] = SourcedTextMentionTermination.component_provider_override
+
+    def _owners(self, document: dict[str, Any]) -> dict[int, tuple[str, bool]]:
+        """Model client node (by identity) -> (who calls it, whether its tokens stream to the client)."""
+        owners: dict[int, tuple[str, bool]] = {}
+        for team in components(document, "team"):
+            config = team.get("config") or {}
+            if isinstance(config.get("model_client"), dict):
+                role = TEAM_CLIENT_ROLES.get(team["provider"], str(config.get("name") or "team"))
+                owners[id(config["model_client"])] = (role, False)
+        for node in components(document, "workbench"):
+            config = node.get("config") or {}
+            if isinstance(config.get("model_client"), dict):
+                owners[id(config["model_client"])] = ("mcp", False)
+        for agent in components(document, "agent"):
+            config = agent.get("config") or {}
+            if isinstance(config.get("model_client"), dict):
+                streams = bool(config.get("model_client_stream", False))
+                owners[id(config["model_client"])] = (str(config.get("name") or "agent"), streams)
+        return owners
+
+    def _instrumented(self, spec: dict[str, Any], agent: str | None, streams: bool) -> ChatCompletionClient:
+        try:
+            client = ChatCompletionClient.load_component(spec)
+        except Exception as exc:
+            raise WorkflowLoadError(
+                f"cannot build model client {spec.get('provider')!r}: {exc.__class__.__name__}: {exc}"
+            ) from exc
+        if isinstance(client, BaseOpenAIChatCompletionClient):
+            guard_upstream(
+                client,
+                max_event_bytes=self._settings.upstream_max_event_bytes,
+                max_body_bytes=self._settings.upstream_max_body_bytes,
+            )
+        return InstrumentedChatCompletionClient(client, agent, _model_name(spec), streams)
 
     def _share_model_clients(
         self, document: dict[str, Any], model_id: str, references: list[dict[str, Any]]
     ) -> None:
-        owners: dict[int, tuple[str, bool]] = {}
-        for agent in _components(document, "agent"):
-            config = agent.get("config")
-            if isinstance(config, dict) and isinstance(config.get("model_client"), dict):
-                streams = bool(config.get("model_client_stream", False))
-                owners[id(config["model_client"])] = (str(config.get("name") or "agent"), streams)
-        for node in list(_components(document, "model")):
-            if node.get("provider") == shared_clients.SHARED_CLIENT_PROVIDER:
-                raise WorkflowLoadError("workflow files may not reference shared clients directly")
-            spec = self._configured_client_spec(node)
+        owners = self._owners(document)
+        for node in list(components(document, "model")):
+            if node.get("provider") in shared.SHARED_PROVIDERS:
+                raise WorkflowLoadError("workflow files may not reference shared components directly")
+            agent, streams = owners.get(id(node), (None, False))
+            client = self._instrumented(self._configured_client_spec(node), agent, streams)
+            reference = shared.share(client, "model", model_id)
+            references.append(reference)
+            node.clear()
+            node.update(copy.deepcopy(reference))
+
+    def _share_tools_and_workbenches(
+        self, document: dict[str, Any], model_id: str, references: list[dict[str, Any]]
+    ) -> None:
+        for node in list(components(document, "workbench")):
+            if node["provider"] in MCP_WORKBENCH_PROVIDERS:
+                workbench = SharedMcpWorkbench(copy.deepcopy(node), label=f"{model_id}:mcp")
+                reference = shared.share(workbench, "workbench", model_id)
+                references.append(reference)
+                node.clear()
+                node.update(copy.deepcopy(reference))
+        for node in list(components(document, "tool")):
+            if node["provider"] in shared.SHARED_PROVIDERS:
+                continue
+            # A tool that wraps an agent or a team (AgentTool, TeamTool) holds conversation state.
+            if any(item is not node for item in components(node, "agent")) or any(components(node, "team")):
+                continue
             try:
-                client = ChatCompletionClient.load_component(spec)
+                tool = ComponentLoader.load_component(node)
             except Exception as exc:
                 raise WorkflowLoadError(
-                    f"cannot build model client {node.get('provider')!r}: {exc.__class__.__name__}"
+                    f"cannot build tool {node.get('provider')!r}: {exc.__class__.__name__}: {exc}"
                 ) from exc
-            owner: tuple[str | None, bool] = owners.get(id(node), (None, False))
-            instrumented = InstrumentedChatCompletionClient(client, owner[0], _model_name(spec), owner[1])
-            reference = shared_clients.share(instrumented, model_id)
+            reference = shared.share(tool, "tool", model_id)
             references.append(reference)
             node.clear()
             node.update(copy.deepcopy(reference))
 
     def _configured_client_spec(self, node: dict[str, Any]) -> dict[str, Any]:
-        """The embedded model gets the service's latency defaults, or becomes the configured real LLM."""
-        if node.get("provider") not in (DEMO_CLIENT_PROVIDER, "DemoChatCompletionClient"):
-            return node
+        """The embedded model gets the service's latency defaults, or becomes the configured real LLM.
+
+        An exported file's masked `api_key` ("********") is dropped, so the client falls back to
+        its provider's environment variable (`OPENAI_API_KEY`), as AutoGen Studio expects.
+        """
+        if node.get("provider") not in DEMO_CLIENT_ALIASES:
+            own = dict(node.get("config") or {})
+            key = own.get("api_key")
+            if isinstance(key, str) and key and set(key) <= _MASKED_SECRET:
+                del own["api_key"]
+            return {**node, "config": own}
         settings = self._settings
         if settings.llm_base_url is not None:
             config: dict[str, Any] = {
                 "model": settings.llm_model,
                 "base_url": settings.llm_base_url,
                 "api_key": settings.llm_api_key.get_secret_value() if settings.llm_api_key else "unused",
-                "model_info": {
-                    "vision": False,
-                    "function_calling": True,
-                    "json_output": True,
-                    "structured_output": False,
-                    "family": "unknown",
-                    "multiple_system_messages": True,
-                },
+                "model_info": dict(LLM_MODEL_INFO),
                 "timeout": settings.workflow_timeout_s,
                 "max_retries": 1,
             }
@@ -301,25 +530,17 @@ class WorkflowRegistry:
             config["ttft_ms"] = settings.demo_llm_ttft_ms
         if config.get("token_ms") is None:
             config["token_ms"] = settings.demo_llm_token_ms
-        return {**node, "config": config}
+        return {**node, "provider": DEMO_CLIENT_PROVIDER, "config": config}
 
     @staticmethod
     def _without_token_streaming(document: dict[str, Any]) -> dict[str, Any]:
         blocking = copy.deepcopy(document)
-        for agent in _components(blocking, "agent"):
+        for agent in components(blocking, "agent"):
             config = agent.get("config")
             if isinstance(config, dict) and "model_client_stream" in config:
                 config["model_client_stream"] = False
         return blocking
 
-    @staticmethod
-    def _agent_names(runner: WorkflowRunner) -> tuple[str, ...]:
-        participants = getattr(runner, "_participants", None)
-        if participants:
-            return tuple(str(participant.name) for participant in participants)
-        name = getattr(runner, "name", None)
-        return (str(name),) if name else ()
-
     def _release_later(self, references: list[dict[str, Any]]) -> None:
-        # The clients of a rejected definition are closed with the others at shutdown.
+        # The shared parts of a rejected definition are closed with the others at shutdown.
         self._shared_references.extend(references)

@@ -25,24 +25,21 @@ def free_port() -> int:
 
 
 class ServiceProcess(StopOnExit):
-    """A running service; `base_url` is `http://127.0.0.1:<port>`; logs go to `log_path`.
-
-    `prefix` runs the command through another that execs it (e.g. `prlimit ...`, `unshare ...`).
-    """
+    """A running service; `base_url` is `http://127.0.0.1:<port>`; logs go to `log_path`."""
 
     def __init__(
         self,
         env: dict[str, str],
         log_path: Path,
         startup_timeout: float = 60.0,
-        prefix: Sequence[str] = (),
+        command: list[str] | None = None,
     ) -> None:
         self.port = int(env["PORT"])
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
         self._log = open(log_path, "ab")  # noqa: SIM115 (kept open for the child's lifetime)
         self.proc = subprocess.Popen(
-            [*prefix, sys.executable, "-m", "service"],
+            command or [sys.executable, "-m", "service"],
             env=env,
             cwd=REPO_ROOT,
             stdout=self._log,
@@ -102,4 +99,6 @@ def service_env(tmp_path: Path, **overrides: str) -> dict[str, str]:
 def start_service(
     tmp_path: Path, name: str = "service", prefix: Sequence[str] = (), **overrides: str
 ) -> ServiceProcess:
-    return ServiceProcess(service_env(tmp_path, **overrides), tmp_path / f"{name}.log", prefix=prefix)
+    """`prefix` runs the service through a command that execs it (`prlimit ...`, `unshare ...`)."""
+    command = [*prefix, sys.executable, "-m", "service"] if prefix else None
+    return ServiceProcess(service_env(tmp_path, **overrides), tmp_path / f"{name}.log", command=command)

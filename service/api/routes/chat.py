@@ -15,9 +15,9 @@ from fastapi.security import HTTPAuthorizationCredentials
 
 from service.api.cancellation import ClientDisconnected, cancel_on_disconnect
 from service.api.deps import ContextDep
-from service.api.errors import OpenAIError
-from service.api.protocol import ChatCompletionChunk, ErrorResponse, Input, Output
 from service.autogen_server import serve_autogen
+from service.contract.chat import ChatCompletionChunk, Input, Output
+from service.contract.errors import ErrorResponse, OpenAIError
 from service.protection.auth import bearer_scheme, require_api_key
 from service.protection.drain import refuse_while_draining
 from service.protection.ratelimit import enforce_rate_limit, rate_limit_headers
@@ -104,16 +104,17 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     summary="Run a team as a chat completion",
 )
 async def create_chat_completion(inp: Input, request: Request, ctx: ContextDep) -> Response:
-    """Run the team named by `model` on the conversation; stream with `stream: true`."""
+    """Run the team named by `model` on the conversation; stream with `stream: true`.
+
+    The run is raced against the client's disconnect until the response starts (a stream waits for
+    its first event before committing its status); a stream then cancels its run when it closes.
+    """
     headers = rate_limit_headers(request)
-    if inp.stream:
-        response = await serve_autogen(inp, ctx)
-        assert isinstance(response, Response)
-        response.headers.update(headers)
-        return response
     try:
-        body = await cancel_on_disconnect(request, serve_autogen(inp, ctx))
+        result = await cancel_on_disconnect(request, serve_autogen(inp, ctx))
     except ClientDisconnected:
         return Response(status_code=499)
-    assert isinstance(body, dict)
-    return JSONResponse(body, headers=headers)
+    if isinstance(result, Response):
+        result.headers.update(headers)
+        return result
+    return JSONResponse(result, headers=headers)

@@ -7,8 +7,8 @@ from typing import Any
 from fastapi import APIRouter, Depends
 
 from service.api.deps import RegistryDep
-from service.api.errors import model_not_found
-from service.api.protocol import ErrorResponse, ModelCard, ModelList
+from service.contract.errors import ErrorResponse, model_not_found
+from service.contract.models import ModelCard, ModelList
 from service.protection.auth import require_api_key
 from service.workflows.registry import Workflow
 

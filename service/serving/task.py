@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from autogen_agentchat.messages import TextMessage
 
-from service.api.protocol import ChatMessage
+from service.contract.chat import ChatMessage
 
 ROLE_SOURCES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
 
@@ -22,8 +22,3 @@ def to_task(messages: list[ChatMessage]) -> list[TextMessage]:
         if (text := message.text())
     ]
     return task
-
-
-def prompt_word_count(messages: list[ChatMessage]) -> int:
-    """Cheap prompt size estimate used when the model client reports no usage."""
-    return sum(len(message.text().split()) for message in messages)

@@ -1,5 +1,8 @@
-"""OpenAI chat-completions wire types: the request `Input`, the response `Output`, stream chunks,
-the models list and the error body. Field names and shapes follow the OpenAI API exactly."""
+"""OpenAI chat-completions wire types: the request `Input`, the response `Output` and stream chunks.
+
+Field names and shapes follow the OpenAI API. The extensions are optional fields that clients
+ignore: `stream_activity` on the request; `reasoning_content` / `reasoning` (the team's activity, the
+names DeepSeek/LiteLLM and vLLM/Ollama use), `final_answer_agent` and `input_required` on the answer."""
 
 from __future__ import annotations
 
@@ -24,6 +27,11 @@ def new_completion_id() -> str:
 
 def now() -> int:
     return int(time.time())
+
+
+def _absent(value: object) -> bool:
+    """Extension fields are left out when they say nothing (clients see OpenAI's shape)."""
+    return value is None
 
 
 class TextContentPart(BaseModel):
@@ -55,6 +63,12 @@ class ChatMessage(BaseModel):
         if isinstance(self.content, str):
             return self.content
         return "\n".join(part.text for part in self.content)
+
+
+# `reasoning`: activity in `reasoning_content`/`reasoning`, the answer alone in `content`;
+# `content`: the whole transcript (activity and answer, with speaker headers) in `content`;
+# `none`: the answer alone, no activity.
+ActivityMode = Literal["reasoning", "content", "none"]
 
 
 class StreamOptions(BaseModel):
@@ -92,6 +106,8 @@ class Input(BaseModel):
         Annotated[dict[ShortText, Annotated[str, StringConstraints(max_length=512)]], Field(max_length=16)]
         | None
     ) = None
+    # Extension: where the team's activity goes (default: the `STREAM_ACTIVITY` setting).
+    stream_activity: ActivityMode | None = None
 
     @field_validator("messages")
     @classmethod
@@ -126,10 +142,20 @@ class Usage(BaseModel):
 FinishReason = Literal["stop", "length"]
 
 
+class InputRequired(BaseModel):
+    """Extension: the run stopped because an agent waits for a person; the answer is its question."""
+
+    agent: str
+    prompt: str
+
+
 class AssistantMessage(BaseModel):
     role: Literal["assistant"] = "assistant"
     content: str
     name: str | None = None
+    # Extension (DeepSeek/LiteLLM and vLLM/Ollama names): the team's activity, never the answer.
+    reasoning_content: str | None = Field(None, exclude_if=_absent)
+    reasoning: str | None = Field(None, exclude_if=_absent)
 
 
 class Choice(BaseModel):
@@ -147,12 +173,9 @@ class Output(BaseModel):
     model: str
     choices: list[Choice]
     usage: Usage
-
-
-class ChunkDelta(BaseModel):
-    role: Literal["assistant"] | None = None
-    content: str | None = None
-    name: str | None = None
+    # Extensions: the agent that gave the answer; set when the team waits for a person's input.
+    final_answer_agent: str | None = Field(None, exclude_if=_absent)
+    input_required: InputRequired | None = Field(None, exclude_if=_absent)
 
 
 class ChunkChoice(BaseModel):
@@ -164,7 +187,8 @@ class ChunkChoice(BaseModel):
 class ChatCompletionChunk(BaseModel):
     """One `chat.completion.chunk` of a stream; all chunks of one stream share `id` and `created`.
 
-    Extra fields (such as `final_answer_agent` on the finishing chunk) are allowed and serialized.
+    Extra fields (`final_answer_agent`, `input_required` on the finishing chunk) are allowed and
+    serialized.
     """
 
     model_config = ConfigDict(extra="allow")
@@ -175,29 +199,3 @@ class ChatCompletionChunk(BaseModel):
     model: str
     choices: list[ChunkChoice]
     usage: Usage | None = None
-
-
-class ErrorDetail(BaseModel):
-    message: str
-    type: str
-    param: str | None = None
-    code: str | None = None
-
-
-class ErrorResponse(BaseModel):
-    """The OpenAI error body: `{"error": {"message", "type", "param", "code"}}`."""
-
-    error: ErrorDetail
-
-
-class ModelCard(BaseModel):
-    id: str
-    object: Literal["model"] = "model"
-    created: int
-    owned_by: str = "autogen-service"
-    description: str | None = None
-
-
-class ModelList(BaseModel):
-    object: Literal["list"] = "list"
-    data: list[ModelCard]

@@ -1,0 +1,1 @@
+"""One encoder per wire protocol, each reading only run events (`service.runs.events`)."""

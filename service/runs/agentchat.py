@@ -1,0 +1,322 @@
+"""AgentChat -> run events: the one place that knows AgentChat's message and event types.
+
+`AgentChatTranslator` is stateful, one per run. It is fed three things, in the order they happen:
+- `token(agent, text)`: a model token, handed over by the agent's instrumented model client while
+  the model streams (tokens do not travel over AgentChat's message bus);
+- `model_call(...)`: the usage of each model call, from the same clients (selector and orchestrator
+  calls included, which AgentChat's messages do not report);
+- `message(item)`: each item of `run_stream` (agent messages and events, the task's own messages).
+
+It opens and closes agent turns, cleans text (`service.runs.text`), emits a message's text only if
+it was not streamed token by token already, and keeps what the final answer needs.
+
+Mapping (every type of `autogen_agentchat.messages` 0.7.5):
+
+| AgentChat                         | run event                                   |
+|-----------------------------------|---------------------------------------------|
+| ModelClientStreamingChunkEvent    | TextDelta (as `token`)                      |
+| TextMessage, StructuredMessage    | TextDelta (unless streamed); answer         |
+| MultiModalMessage                 | TextDelta of its text parts; answer         |
+| ToolCallSummaryMessage            | answer (its results were ToolResult events) |
+| ThoughtEvent                      | Thought (unless streamed)                   |
+| ToolCallRequestEvent              | ToolCallRequested, one per call             |
+| ToolCallExecutionEvent            | ToolResult, one per result                  |
+| HandoffMessage                    | Handoff (to a non-member, e.g. `user`: InputRequested) |
+| UserInputRequestedEvent           | InputRequested                              |
+| MemoryQueryEvent                  | MemoryQueried                               |
+| CodeGenerationEvent               | CodeGenerated                               |
+| CodeExecutionEvent                | CodeExecuted                                |
+| SelectSpeakerEvent                | SpeakerSelected                             |
+| SelectorEvent, StopMessage, any other type | Activity                           |
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from autogen_agentchat.messages import (
+    BaseAgentEvent,
+    BaseChatMessage,
+    CodeExecutionEvent,
+    CodeGenerationEvent,
+    HandoffMessage,
+    MemoryQueryEvent,
+    ModelClientStreamingChunkEvent,
+    MultiModalMessage,
+    SelectSpeakerEvent,
+    StopMessage,
+    StructuredMessage,
+    TextMessage,
+    ThoughtEvent,
+    ToolCallExecutionEvent,
+    ToolCallRequestEvent,
+    ToolCallSummaryMessage,
+    UserInputRequestedEvent,
+)
+
+from service.runs.events import (
+    Activity,
+    AgentTurnEnded,
+    AgentTurnStarted,
+    CodeExecuted,
+    CodeGenerated,
+    FinalAnswer,
+    Handoff,
+    InputRequested,
+    MemoryQueried,
+    ModelUsage,
+    RunEvent,
+    SpeakerSelected,
+    TextDelta,
+    Thought,
+    ToolCallRequested,
+    ToolResult,
+    Usage,
+)
+from service.runs.text import DEFAULT_MARKERS, TextFilter, clean_text
+
+DEFAULT_INPUT_PROMPT = "The team is waiting for your answer."
+USER_TARGET = "user"
+
+
+def message_text(message: BaseChatMessage) -> str:
+    """The text a person would read of an agent's message (images and other parts left out)."""
+    if isinstance(message, MultiModalMessage):
+        return "\n".join(part for part in message.content if isinstance(part, str))
+    return message.to_text()
+
+
+@dataclass
+class _Turn:
+    """An agent's open turn: its text filter and the raw tokens streamed since its last message."""
+
+    filter: TextFilter
+    streamed: list[str] = field(default_factory=list)
+
+
+@dataclass
+class AgentChatTranslator:
+    """One run's translation state (see the module docstring)."""
+
+    members: frozenset[str]
+    task_message_ids: frozenset[int] = frozenset()
+    live_answer_agent: str | None = None
+    markers: tuple[str, ...] = DEFAULT_MARKERS
+    # The tools through which agents hand off (`transfer_to_<agent>`): the handoff says it all.
+    handoff_tools: frozenset[str] = frozenset()
+    usage: Usage = field(default_factory=Usage)
+    input_request: InputRequested | None = None
+    _turns: dict[str, _Turn] = field(default_factory=dict)
+    _answer: tuple[str, str] | None = None
+    _last_text: dict[str, str] = field(default_factory=dict)
+    _live_text: list[str] = field(default_factory=list)
+    _live_turns: int = 0
+    _last_finish_reason: dict[str, str] = field(default_factory=dict)
+
+    # --- inputs -------------------------------------------------------------------------------
+    def token(self, agent: str, text: str) -> list[RunEvent]:
+        """A model token of `agent` (the hot path: one call per token of a streamed run)."""
+        turn = self._turns.get(agent)
+        events: list[RunEvent] = []
+        if turn is None:
+            turn = self._open(agent, events)
+        turn.streamed.append(text)
+        cleaned = turn.filter.feed(text)
+        if cleaned:
+            events.append(self._delta(agent, cleaned))
+        return events
+
+    def model_call(
+        self, agent: str, model: str, prompt_tokens: int, completion_tokens: int, finish_reason: str
+    ) -> ModelUsage:
+        usage = ModelUsage(agent, model, prompt_tokens, completion_tokens, finish_reason)
+        self.usage.add(usage)
+        self._last_finish_reason[agent] = finish_reason
+        return usage
+
+    def message(self, item: BaseAgentEvent | BaseChatMessage) -> list[RunEvent]:
+        """The run events of one item of `run_stream`."""
+        if id(item) in self.task_message_ids:
+            return []
+        events: list[RunEvent] = []
+        agent = item.source
+        if isinstance(item, ModelClientStreamingChunkEvent):
+            return self.token(agent, item.content)
+        if isinstance(item, SelectSpeakerEvent):
+            return [SpeakerSelected(agent, tuple(item.content))]
+        if isinstance(item, BaseChatMessage):
+            self._chat_message(item, events)
+        else:
+            self._agent_event(item, events)
+        return events
+
+    def requested_input(self, agent: str, prompt: str | None = None) -> list[RunEvent]:
+        """An agent asks for a person's input (a UserProxyAgent's input function, or a handoff to
+        the user). The question is `prompt`, or else the last thing another agent said."""
+        if self.input_request is not None:
+            return []
+        question = prompt or self._question_for(agent)
+        self.input_request = InputRequested(agent, question)
+        return [self.input_request]
+
+    def finish(self) -> list[RunEvent]:
+        """Close the open turns and state the final answer."""
+        events: list[RunEvent] = []
+        for agent in list(self._turns):
+            self._close(agent, events)
+        events.append(self.final_answer())
+        return events
+
+    def close_turns(self) -> list[RunEvent]:
+        events: list[RunEvent] = []
+        for agent in list(self._turns):
+            self._close(agent, events)
+        return events
+
+    # --- the answer ---------------------------------------------------------------------------
+    def final_answer(self) -> FinalAnswer:
+        """The answer of the run, by the rules of the README ("How a team's answer is chosen")."""
+        if self.input_request is not None:
+            return FinalAnswer(self.input_request.agent, self.input_request.prompt)
+        if self._live_text:
+            agent = self.live_answer_agent
+            truncated = agent is not None and self._last_finish_reason.get(agent) == "length"
+            return FinalAnswer(agent, "".join(self._live_text), truncated)
+        if self._answer is not None:
+            agent, text = self._answer
+            return FinalAnswer(agent, text, self._last_finish_reason.get(agent) == "length")
+        return FinalAnswer(None, "")
+
+    # --- internals ----------------------------------------------------------------------------
+    def _delta(self, agent: str, text: str) -> TextDelta:
+        if agent == self.live_answer_agent:
+            self._live_text.append(text)
+        return TextDelta(agent, text)
+
+    def _open(self, agent: str, events: list[RunEvent]) -> _Turn:
+        turn = self._turns[agent] = _Turn(TextFilter(self.markers))
+        events.append(AgentTurnStarted(agent))
+        if agent == self.live_answer_agent:
+            self._live_turns += 1
+            if self._live_turns > 1 and self._live_text:
+                events.append(self._delta(agent, "\n\n"))  # turns of the answering agent, apart
+        return turn
+
+    def _close(self, agent: str, events: list[RunEvent]) -> None:
+        turn = self._turns.pop(agent, None)
+        if turn is None:
+            return
+        rest = turn.filter.end()
+        if rest:
+            events.append(self._delta(agent, rest))
+        events.append(AgentTurnEnded(agent))
+
+    def _flush_text(self, agent: str, events: list[RunEvent]) -> _Turn:
+        """The agent's turn, its streamed text released, before a non-text event of that agent."""
+        turn = self._turns.get(agent)
+        if turn is None:
+            return self._open(agent, events)
+        rest = turn.filter.end()
+        if rest:
+            events.append(self._delta(agent, rest))
+        turn.filter = TextFilter(self.markers)
+        return turn
+
+    def _streamed_already(self, turn: _Turn, text: str) -> bool:
+        """Whether `text` (a message or thought) arrived token by token before: then it is not
+        repeated. The record is consumed either way, so the next model call starts afresh."""
+        streamed = "".join(turn.streamed)
+        turn.streamed.clear()
+        return bool(streamed) and text.strip() in streamed
+
+    def _text(self, agent: str, text: str, events: list[RunEvent], *, thought: bool = False) -> None:
+        turn = self._turns.get(agent) or self._open(agent, events)
+        cleaned = clean_text(text, self.markers)
+        if cleaned and thought:
+            self._remember(agent, cleaned, answer=False)
+        if self._streamed_already(turn, text) or not cleaned:
+            return
+        if thought:
+            self._flush_text(agent, events)
+            events.append(Thought(agent, cleaned))
+        else:
+            events.append(self._delta(agent, cleaned))
+
+    def _question_for(self, agent: str) -> str:
+        own = self._last_text.get(agent)
+        if own:
+            return own
+        others = [text for source, text in self._last_text.items() if source != agent]
+        return others[-1] if others else DEFAULT_INPUT_PROMPT
+
+    def _remember(self, agent: str, text: str, *, answer: bool) -> None:
+        cleaned = clean_text(text, self.markers)
+        if not cleaned:
+            return
+        self._last_text.pop(agent, None)
+        self._last_text[agent] = cleaned  # most recent last
+        if answer:
+            self._answer = (agent, cleaned)
+
+    def _chat_message(self, message: BaseChatMessage, events: list[RunEvent]) -> None:
+        agent = message.source
+        if isinstance(message, HandoffMessage):
+            self._flush_text(agent, events)
+            events.append(Handoff(agent, message.target, clean_text(message.content, self.markers)))
+            self._close(agent, events)
+            if message.target not in self.members and message.target == USER_TARGET:
+                events.extend(self.requested_input(agent))
+            return
+        if isinstance(message, ToolCallSummaryMessage):
+            turn = self._turns.get(agent) or self._open(agent, events)
+            turn.streamed.clear()
+            self._remember(agent, message.content, answer=True)
+            self._close(agent, events)
+            return
+        if isinstance(message, StopMessage):
+            events.append(Activity(agent, type(message).__name__, message.content))
+            return
+        text = message_text(message)
+        self._text(agent, text, events)
+        self._remember(
+            agent, text, answer=isinstance(message, TextMessage | MultiModalMessage | StructuredMessage)
+        )
+        self._close(agent, events)
+
+    def _agent_event(self, event: BaseAgentEvent, events: list[RunEvent]) -> None:
+        agent = event.source
+        if isinstance(event, ThoughtEvent):
+            self._text(agent, event.content, events, thought=True)
+        elif isinstance(event, ToolCallRequestEvent):
+            self._flush_text(agent, events)
+            events.extend(
+                ToolCallRequested(agent, call.id, call.name, call.arguments)
+                for call in event.content
+                if call.name not in self.handoff_tools
+            )
+        elif isinstance(event, ToolCallExecutionEvent):
+            self._flush_text(agent, events)
+            events.extend(
+                ToolResult(agent, result.call_id, result.name, result.content, bool(result.is_error))
+                for result in event.content
+                if result.name not in self.handoff_tools
+            )
+        elif isinstance(event, UserInputRequestedEvent):
+            events.extend(self.requested_input(agent))
+        elif isinstance(event, MemoryQueryEvent):
+            self._flush_text(agent, events)
+            events.append(MemoryQueried(agent, _texts(item.content for item in event.content)))
+        elif isinstance(event, CodeGenerationEvent):
+            self._flush_text(agent, events)
+            code = "\n\n".join(block.code for block in event.code_blocks) or event.content
+            events.append(CodeGenerated(agent, code))
+        elif isinstance(event, CodeExecutionEvent):
+            self._flush_text(agent, events)
+            events.append(CodeExecuted(agent, event.result.output, event.result.exit_code))
+        else:
+            events.append(Activity(agent, type(event).__name__, event.to_text()))
+
+
+def _texts(items: Iterable[object]) -> tuple[str, ...]:
+    return tuple(item if isinstance(item, str) else str(item) for item in items)

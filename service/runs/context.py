@@ -1,0 +1,134 @@
+"""The run a piece of code is serving: reached by the agents' model clients and input functions.
+
+A `RunContext` lives in a context variable for the duration of one run. AgentChat's runtime starts
+its tasks from the caller's context, so the model clients, called deep inside the runtime, find it:
+they stream tokens into it, report each call's usage, and read the request's `max_tokens`. A
+UserProxyAgent's input function finds it too, and stops the run for a person's answer instead of
+reading the server's stdin.
+
+Every run event goes out through `send`, one path: the translator's events, in order, into the
+run's sink (a bounded queue for a stream, a list otherwise).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import NoReturn, Protocol
+
+from autogen_core import CancellationToken
+
+from service.observability.run_trace import RunTrace
+from service.runs.agentchat import AgentChatTranslator
+from service.runs.events import AgentTurnEnded, RunEvent
+
+
+class EventSink(Protocol):
+    """Where a run's events go."""
+
+    async def send(self, event: RunEvent) -> None: ...
+
+    def offer(self, event: RunEvent) -> None:
+        """Add `event` if there is room, without waiting (a cancelled run's last word)."""
+
+
+class ListSink:
+    """Keeps every event (a run whose answer is returned whole)."""
+
+    def __init__(self) -> None:
+        self.events: list[RunEvent] = []
+
+    async def send(self, event: RunEvent) -> None:
+        self.events.append(event)
+
+    def offer(self, event: RunEvent) -> None:
+        self.events.append(event)
+
+
+class QueueSink:
+    """A bounded queue between the run and its stream: the run waits when the client reads slowly."""
+
+    def __init__(self, maxsize: int) -> None:
+        self.queue: asyncio.Queue[RunEvent] = asyncio.Queue(maxsize=maxsize)
+
+    async def send(self, event: RunEvent) -> None:
+        if self.queue.full():
+            await self.queue.put(event)
+        else:
+            self.queue.put_nowait(event)
+
+    def offer(self, event: RunEvent) -> None:
+        if not self.queue.full():
+            self.queue.put_nowait(event)
+
+
+@dataclass
+class RunContext:
+    """One run's connection to the agents' model clients and input functions."""
+
+    translator: AgentChatTranslator
+    sink: EventSink
+    token: CancellationToken
+    stream_tokens: bool = False
+    max_tokens: int | None = None
+    trace: RunTrace | None = None
+    on_turn_ended: Callable[[str], None] | None = None
+    _stopped_for_input: bool = field(default=False, repr=False)
+
+    async def send(self, event: RunEvent) -> None:
+        if isinstance(event, AgentTurnEnded):
+            if self.trace is not None:
+                self.trace.end_turn(event.agent)
+            if self.on_turn_ended is not None:
+                self.on_turn_ended(event.agent)
+        await self.sink.send(event)
+
+    async def send_all(self, events: list[RunEvent]) -> None:
+        for event in events:
+            await self.send(event)
+
+    async def token_streamed(self, agent: str, text: str) -> None:
+        """A model token of `agent`, from its model client while the model streams."""
+        for event in self.translator.token(agent, text):
+            await self.send(event)
+
+    async def model_called(
+        self, agent: str, model: str, prompt_tokens: int, completion_tokens: int, finish_reason: str
+    ) -> None:
+        await self.send(
+            self.translator.model_call(agent, model, prompt_tokens, completion_tokens, finish_reason)
+        )
+
+    @property
+    def stopped_for_input(self) -> bool:
+        return self._stopped_for_input
+
+    async def stop_for_input(self, agent: str) -> NoReturn:
+        """End the run here: `agent` waits for a person. Nothing waits on the server for the
+        answer; the caller sends it with the next request (a new run, or a resumed one)."""
+        await self.send_all(self.translator.requested_input(agent))
+        self._stopped_for_input = True
+        waiting: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.token.link_future(waiting)
+        self.token.cancel()  # the run stops as if cancelled; the executor knows why
+        await waiting
+        raise asyncio.CancelledError  # not reached: the token cancelled `waiting`
+
+
+current_run_context: contextvars.ContextVar[RunContext | None] = contextvars.ContextVar(
+    "current_run_context", default=None
+)
+
+
+def input_function(agent: str) -> Callable[[str, CancellationToken | None], Awaitable[str]]:
+    """The input function the service gives every UserProxyAgent: never reads stdin, never blocks."""
+
+    async def ask_the_caller(prompt: str, cancellation_token: CancellationToken | None) -> str:
+        run = current_run_context.get()
+        if run is None:
+            raise RuntimeError(f"{agent} asked for input outside a served run")
+        await run.stop_for_input(agent)
+
+    return ask_the_caller
