@@ -23,8 +23,11 @@ MAX_EXAMPLES = 50
 
 
 def test_the_service_honours_its_own_schema(tmp_path: Path) -> None:
-    # A high rate limit: the limiter is on the request path but never the reason for an answer.
-    with start_service(tmp_path, API_KEYS=API_KEY, RATE_LIMIT="100000/minute") as service:
+    # High limits: the limiters are on the request path but never the reason for an answer (the
+    # auth checks send wrong keys on purpose).
+    with start_service(
+        tmp_path, API_KEYS=API_KEY, RATE_LIMIT="100000/minute", AUTH_FAILURE_LIMIT="100000/minute"
+    ) as service:
         result = subprocess.run(
             [
                 str(Path(sys.executable).with_name("schemathesis")),
