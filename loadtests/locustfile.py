@@ -191,6 +191,7 @@ class ChatClientMixin(HttpUser):
         last: float | None = None
         gaps: list[float] = []
         chunks = 0
+        answered = False
         tokens: int | None = None
         done = False
         cid: Any = None
