@@ -30,6 +30,7 @@ from service.observability.run_trace import traced_run
 from service.observability.tracing import configure_tracing, decide_agent_runtime_tracing
 from service.runs.agentchat import AgentChatTranslator
 from service.runs.context import ListSink, RunContext, current_run_context
+from service.runs.events import RunEvent
 from service.workflows.registry import Workflow, WorkflowRegistry
 
 
@@ -38,8 +39,9 @@ class _DroppingRun(RunContext):
 
     tokens: list[int]
 
-    async def token_streamed(self, agent: str, text: str) -> None:
+    def offer_token(self, agent: str, text: str) -> list[RunEvent]:
         self.tokens[0] += 1
+        return []
 
     async def model_called(
         self, agent: str, model: str, prompt_tokens: int, completion_tokens: int, finish_reason: str

@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
 
 from autogen_agentchat.messages import BaseChatMessage
@@ -240,7 +240,9 @@ def create_non_streaming_response(
 
 
 @traced
-async def serve_autogen(inp: Input, ctx: ServingContext) -> StreamingResponse | dict[str, Any]:
+async def serve_autogen(
+    inp: Input, ctx: ServingContext, client_gone: Callable[[], Awaitable[None]] | None = None
+) -> StreamingResponse | dict[str, Any]:
     """Run the AutoGen team named by `inp.model` for this conversation.
 
     Builds a fresh team (cheap: the parsed definition and the model clients are shared), turns the
@@ -252,6 +254,8 @@ async def serve_autogen(inp: Input, ctx: ServingContext) -> StreamingResponse | 
     Args:
         inp: the validated request.
         ctx: registry, settings, metrics and capacity of this worker.
+        client_gone: returns when the client has gone away; a stream whose first event is slow
+            to come watches it (a non-streaming request is raced against it by the route).
 
     Returns:
         A `StreamingResponse` when `inp.stream` is true, else the `chat.completion` dict.
@@ -260,6 +264,7 @@ async def serve_autogen(inp: Input, ctx: ServingContext) -> StreamingResponse | 
         OpenAIError: 404 unknown model, 400 request over the size bounds, 503 at capacity,
             502/504 upstream LLM failure or deadline (before the first byte of a stream).
         CoreFunctionError: HTTP 500 when AutoGen fails (logged with its cause, counted).
+        ClientGone: the client went away before a stream's first event (its run is cancelled).
     """
     stream = bool(inp.stream)
     observer = ctx.metrics.request(inp.model, stream)
@@ -289,7 +294,7 @@ async def serve_autogen(inp: Input, ctx: ServingContext) -> StreamingResponse | 
         run = StreamRun(observer=observer, slots=ctx.slots, metrics=ctx.metrics, token=token)
         try:
             run.start(execute_run(runner, task, request, sink, token, observer), f"workflow:{inp.model}")
-            first = await first_events(sink.queue, settings.stream_keepalive_s)
+            first = await first_events(sink.queue, settings.stream_keepalive_s, client_gone)
             if first and isinstance(first[-1], RunEnded):
                 failure = run_failure(first[-1])
                 if failure is not None:  # raised: the error handler counts a CoreFunctionError

@@ -13,14 +13,13 @@ from typing import TypeVar
 
 from fastapi import Request
 
+from service.serving.errors import ClientGone
+
 T = TypeVar("T")
 
 
-class ClientDisconnected(Exception):
-    """The client went away before the answer was ready."""
-
-
-async def _wait_for_disconnect(request: Request) -> None:
+async def wait_for_disconnect(request: Request) -> None:
+    """Returns when the client has gone away (its `http.disconnect`)."""
     while True:
         message = await request.receive()
         if message["type"] == "http.disconnect":
@@ -28,9 +27,9 @@ async def _wait_for_disconnect(request: Request) -> None:
 
 
 async def cancel_on_disconnect(request: Request, work: Awaitable[T]) -> T:
-    """Await `work`; if the client disconnects first, cancel it and raise `ClientDisconnected`."""
+    """Await `work`; if the client disconnects first, cancel it and raise `ClientGone`."""
     handler = asyncio.ensure_future(work)
-    watcher = asyncio.ensure_future(_wait_for_disconnect(request))
+    watcher = asyncio.ensure_future(wait_for_disconnect(request))
     try:
         done, _ = await asyncio.wait({handler, watcher}, return_when=asyncio.FIRST_COMPLETED)
     finally:
@@ -42,4 +41,4 @@ async def cancel_on_disconnect(request: Request, work: Awaitable[T]) -> T:
             await asyncio.wait_for(asyncio.gather(handler, watcher, return_exceptions=True), 5)
     if handler in done:
         return handler.result()
-    raise ClientDisconnected
+    raise ClientGone

@@ -92,12 +92,16 @@ class RunContext:
         for event in events:
             await self.send(event)
 
-    async def token_streamed(self, agent: str, text: str) -> None:
-        """A model token of `agent`, from its model client while the model streams (the hot path:
-        a token's events go straight into the sink while it has room)."""
-        for event in self.translator.token(agent, text):  # TextDelta, after an AgentTurnStarted
-            if not self.sink.offer(event):
-                await self.sink.send(event)
+    def offer_token(self, agent: str, text: str) -> list[RunEvent]:
+        """A model token of `agent`, from its model client while the model streams (the hot path,
+        no coroutine per token): its events go straight into the sink while it has room; the
+        ones that did not fit are returned, for the caller to `send` (waiting for room)."""
+        events = self.translator.token(agent, text)  # TextDelta, after an AgentTurnStarted
+        offer = self.sink.offer
+        for index, event in enumerate(events):
+            if not offer(event):
+                return events[index:]
+        return []
 
     async def model_called(
         self, agent: str, model: str, prompt_tokens: int, completion_tokens: int, finish_reason: str

@@ -17,6 +17,10 @@ from service.observability.metrics import CoreFunction, Outcome
 from service.runs.events import FailureKind, RunEnded, RunEndReason
 
 
+class ClientGone(Exception):
+    """The client went away before the answer (or a stream's first event) was ready."""
+
+
 class CoreFunctionError(OpenAIError):
     """A 500 raised by one of the four core functions; `function` labels `autogen_errors_total`."""
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from asyncio import FIRST_COMPLETED
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
@@ -20,7 +21,10 @@ from starlette.types import Receive, Scope, Send
 from service.observability.metrics import RequestObserver, ServiceMetrics
 from service.protection.capacity import WorkflowSlots
 from service.runs.events import ModelUsage, RunEnded, RunEvent, RunStarted
+from service.serving.errors import ClientGone
 
+# How long a stream's first word is awaited before the client's disconnect is watched as well.
+WATCH_AFTER_S = 1.0
 STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no", "Connection": "keep-alive"}
 PRODUCER_STOP_TIMEOUT_S = 5.0
 # Events that say nothing yet: the stream's status waits for the next one.
@@ -61,18 +65,47 @@ class StreamRun:
         self.slots.release()
 
 
-async def first_events(queue: asyncio.Queue[RunEvent], wait_s: float) -> list[RunEvent]:
-    """The events up to and including the first that says something, waiting at most `wait_s`."""
+async def _first_word(queue: asyncio.Queue[RunEvent], events: list[RunEvent]) -> None:
+    while True:
+        event = await queue.get()
+        events.append(event)
+        if not isinstance(event, _SILENT):
+            return
+
+
+async def first_events(
+    queue: asyncio.Queue[RunEvent],
+    wait_s: float,
+    client_gone: Callable[[], Awaitable[None]] | None = None,
+) -> list[RunEvent]:
+    """The events up to and including the first that says something, waiting at most `wait_s`.
+
+    A run usually says something within milliseconds; only when it takes longer than
+    `WATCH_AFTER_S` is the client's disconnect watched too (a task more per request otherwise).
+
+    Raises:
+        ClientGone: the client went away first.
+    """
     events: list[RunEvent] = []
     try:
-        async with asyncio.timeout(wait_s):
-            while True:
-                event = await queue.get()
-                events.append(event)
-                if not isinstance(event, _SILENT):
-                    return events
+        async with asyncio.timeout(min(wait_s, WATCH_AFTER_S)):
+            await _first_word(queue, events)
+            return events
     except TimeoutError:
-        return events
+        if client_gone is None or wait_s <= WATCH_AFTER_S:
+            return events
+    word = asyncio.ensure_future(_first_word(queue, events))
+    gone = asyncio.ensure_future(client_gone())
+    try:
+        done, _ = await asyncio.wait(
+            {word, gone}, timeout=wait_s - WATCH_AFTER_S, return_when=FIRST_COMPLETED
+        )
+    finally:
+        for task in (word, gone):
+            task.cancel()
+    if gone in done and word not in done:
+        raise ClientGone
+    return events
 
 
 class AgentStreamingResponse(StreamingResponse):

@@ -183,11 +183,14 @@ class InstrumentedChatCompletionClient(ChatCompletionClient):
     async def _stream_to_run(
         run: RunContext, agent: str, stream: AsyncGenerator[str | CreateResult, None]
     ) -> CreateResult:
+        offer = run.offer_token
         try:
             async for item in stream:
                 if isinstance(item, CreateResult):
                     return item
-                await run.token_streamed(agent, item)
+                rest = offer(agent, item)
+                if rest:  # the client reads slower than the model writes: wait for room
+                    await run.send_all(rest)
         finally:
             await stream.aclose()
         raise UpstreamModelError("the model stream ended without a result")

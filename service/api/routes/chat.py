@@ -13,7 +13,7 @@ from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials
 
-from service.api.cancellation import ClientDisconnected, cancel_on_disconnect
+from service.api.cancellation import cancel_on_disconnect, wait_for_disconnect
 from service.api.deps import ContextDep
 from service.autogen_server import serve_autogen
 from service.contract.chat import ChatCompletionChunk, Input, Output
@@ -21,6 +21,7 @@ from service.contract.errors import ErrorResponse, OpenAIError
 from service.protection.auth import bearer_scheme, require_api_key
 from service.protection.drain import refuse_while_draining
 from service.protection.ratelimit import enforce_rate_limit, rate_limit_headers
+from service.serving.errors import ClientGone
 
 
 async def require_json(request: Request) -> None:
@@ -111,8 +112,11 @@ async def create_chat_completion(inp: Input, request: Request, ctx: ContextDep) 
     """
     headers = rate_limit_headers(request)
     try:
-        result = await cancel_on_disconnect(request, serve_autogen(inp, ctx))
-    except ClientDisconnected:
+        if inp.stream:
+            result = await serve_autogen(inp, ctx, client_gone=lambda: wait_for_disconnect(request))
+        else:
+            result = await cancel_on_disconnect(request, serve_autogen(inp, ctx))
+    except ClientGone:
         return Response(status_code=499)
     if isinstance(result, Response):
         result.headers.update(headers)
