@@ -37,12 +37,15 @@ class EventTemplate:
     """An SSE event with string slots, cut from an example event whose slots hold `slot_mark(i)`.
 
     A slot may appear more than once (the same text under two field names); `render` fills every
-    occurrence of slot i with `values[i]`, JSON-escaped.
+    occurrence of slot i with `values[i]`, JSON-escaped. A slot listed in `raw` stands for a JSON
+    number (a stream's sequence number): the example holds its mark as a string, and `render`
+    writes its value (the number's text) without quotes.
     """
 
-    __slots__ = ("_order", "_pieces")
+    __slots__ = ("_order", "_pieces", "_raw")
 
-    def __init__(self, encoded_example: str, slots: int) -> None:
+    def __init__(self, encoded_example: str, slots: int, raw: frozenset[int] = frozenset()) -> None:
+        self._raw = tuple(index in raw for index in range(slots))
         marks = {json_string(slot_mark(index)): index for index in range(slots)}
         pieces: list[str] = []
         order: list[int] = []
@@ -62,7 +65,7 @@ class EventTemplate:
         self._order = tuple(order)
 
     def render(self, *values: str) -> str:
-        escaped = [json_string(value) for value in values]
+        escaped = [value if raw else json_string(value) for value, raw in zip(values, self._raw, strict=True)]
         out = [self._pieces[0]]
         for piece, slot in zip(self._pieces[1:], self._order, strict=True):
             out.append(escaped[slot])

@@ -17,6 +17,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.multiprocess import MultiProcessCollector
 
 Outcome = Literal["ok", "client_error", "server_error", "rate_limited", "cancelled", "timeout"]
+# The API a request came through: the `api` label of the request metrics.
+Api = Literal["chat_completions", "responses"]
 CoreFunction = Literal[
     "handle_response", "serve_autogen", "generate_streaming_response", "create_non_streaming_response"
 ]
@@ -43,8 +45,8 @@ class ServiceMetrics:
         registry = self.registry
         self.requests = Counter(
             "autogen_requests_total",
-            "Chat-completion requests by model, streaming and outcome.",
-            ["model", "stream", "outcome"],
+            "Team-run requests (chat completions, responses) by API, model, streaming and outcome.",
+            ["api", "model", "stream", "outcome"],
             registry=registry,
         )
         self.errors = Counter(
@@ -56,14 +58,14 @@ class ServiceMetrics:
         self.duration = Histogram(
             "autogen_request_duration_seconds",
             "Time from request to the last byte of the answer.",
-            ["model", "stream"],
+            ["api", "model", "stream"],
             buckets=DURATION_BUCKETS,
             registry=registry,
         )
         self.ttft = Histogram(
             "autogen_time_to_first_token_seconds",
             "Time from request to the first content chunk of a stream.",
-            ["model"],
+            ["api", "model"],
             buckets=TTFT_BUCKETS,
             registry=registry,
         )
@@ -119,8 +121,8 @@ class ServiceMetrics:
     def agent_label(self, agent: str) -> str:
         return agent if agent in self.known_agents else UNKNOWN_AGENT
 
-    def request(self, model: str, stream: bool) -> RequestObserver:
-        return RequestObserver(self, self.model_label(model), "true" if stream else "false")
+    def request(self, model: str, stream: bool, api: Api = "chat_completions") -> RequestObserver:
+        return RequestObserver(self, self.model_label(model), "true" if stream else "false", api)
 
     def render_latest(self) -> bytes:
         """The exposition text: aggregated across workers in multiprocess mode."""
@@ -139,6 +141,7 @@ class RequestObserver:
     metrics: ServiceMetrics
     model: str
     stream: str
+    api: Api = "chat_completions"
     started: float = field(default_factory=time.perf_counter)
     first_token_at: float | None = None
     outcome: Outcome | None = None
@@ -147,7 +150,7 @@ class RequestObserver:
     def first_content(self) -> None:
         if self.first_token_at is None:
             self.first_token_at = time.perf_counter()
-            self.metrics.ttft.labels(self.model).observe(self.first_token_at - self.started)
+            self.metrics.ttft.labels(self.api, self.model).observe(self.first_token_at - self.started)
 
     def chunks(self, count: int = 1) -> None:
         # Called per write of a stream: the labelled child is looked up once per request.
@@ -174,5 +177,7 @@ class RequestObserver:
         if self.outcome is not None:
             return
         self.outcome = outcome
-        self.metrics.requests.labels(self.model, self.stream, outcome).inc()
-        self.metrics.duration.labels(self.model, self.stream).observe(time.perf_counter() - self.started)
+        self.metrics.requests.labels(self.api, self.model, self.stream, outcome).inc()
+        self.metrics.duration.labels(self.api, self.model, self.stream).observe(
+            time.perf_counter() - self.started
+        )

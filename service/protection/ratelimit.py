@@ -37,7 +37,7 @@ from starlette.concurrency import run_in_threadpool
 
 from service.config import Settings
 from service.contract.errors import OpenAIError
-from service.observability.metrics import ServiceMetrics
+from service.observability.metrics import Api, ServiceMetrics
 
 logger = logging.getLogger(__name__)
 
@@ -229,7 +229,8 @@ async def enforce_rate_limit(request: Request) -> None:
         except ValueError:
             body = None
         model, stream = _model_and_stream(body)
-        metrics.request(model, stream).finish("rate_limited")
+        api: Api = "responses" if request.url.path.startswith("/v1/responses") else "chat_completions"
+        metrics.request(model, stream, api).finish("rate_limited")
     raise OpenAIError(
         429,
         f"Rate limit reached ({limiter.limit}). Retry after {decision.headers.get('retry-after', '1')} s.",
