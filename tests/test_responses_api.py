@@ -311,7 +311,7 @@ async def test_store_false_keeps_nothing(tmp_path: Path) -> None:
             await client.responses.create(model="echo", input="x", conversation=conversation.id, store=False)
     with sqlite3.connect(tmp_path / "data" / "state.sqlite3") as db:
         for table in ("responses", "states", "items"):
-            assert db.execute(f"SELECT COUNT(*) FROM {table}").fetchone() == (0,), table  # noqa: S608
+            assert db.execute(f"SELECT COUNT(*) FROM {table}").fetchone() == (0,), table
 
 
 async def test_store_false_alone_never_opens_the_store(tmp_path: Path) -> None:
