@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-APT_PACKAGES := redis-server prometheus
+APT_PACKAGES := redis-server prometheus chromium
 HOST ?= 127.0.0.1
 PORT ?= 8000
 WORKERS ?= 2
@@ -24,11 +24,13 @@ install: $(STAMP)
 serve: $(STAMP)
 	$(BIN)/autogen-service
 
-## system-deps: the Debian packages the tests use (redis-server, prometheus/promtool)
+## system-deps: the Debian packages the tests use (redis-server, prometheus/promtool, chromium for
+## the browser tests, driven by Playwright: `playwright install` cannot download browsers here)
 system-deps:
 	@missing=""; \
 	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
 	command -v promtool >/dev/null || missing="$$missing prometheus"; \
+	command -v chromium >/dev/null || missing="$$missing chromium"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing with apt:$$missing"; \
 	  SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \

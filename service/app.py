@@ -16,6 +16,7 @@ from opentelemetry.sdk.trace import SpanProcessor
 from service.api.error_handlers import install_error_handlers
 from service.api.middleware import RequestIdMiddleware
 from service.api.routes import chat, conversations, health, metrics, models, responses
+from service.api.routes.pages import install_pages
 from service.config import Settings, load_settings
 from service.gc_tuning import tune_gc
 from service.lifecycle import Lifecycle
@@ -65,6 +66,7 @@ def create_app(
             known_models=[workflow.id for workflow in workflows.all()], known_agents=agents
         )
         app.state.metrics = service_metrics
+        state_store.on_error = service_metrics.state_errors.inc
         app.state.serving = ServingContext(
             settings=settings,
             registry=workflows,
@@ -95,6 +97,9 @@ def create_app(
         summary="AutoGen AgentChat teams served as an OpenAI-compatible chat-completions API.",
         version="0.1.0",
         lifespan=lifespan,
+        # The docs pages are served from the package's own assets (no CDN): see routes/pages.py.
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.lifecycle = lifecycle
@@ -111,6 +116,7 @@ def create_app(
     )
     for router in routers:
         app.include_router(router)
+    install_pages(app)
     install_protection(app, settings)
     app.add_middleware(RequestIdMiddleware)
     if tracer_provider is not None:

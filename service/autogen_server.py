@@ -4,7 +4,8 @@ Four functions, by contract:
 - `serve_autogen` runs the requested team, streaming or not;
 - `generate_streaming_response` turns the run's events (read from a bounded queue) into SSE;
 - `create_non_streaming_response` formats a finished run as a `chat.completion`;
-- `handle_response` turns any response model into a JSON-ready dict.
+- `handle_response` turns any response model into a JSON-ready dict (it lives in
+  `service.serving.serialize`, shared with the Responses API).
 Each turns its failures into an HTTP 500 with a generic message, logs the cause with the trace id,
 and counts it in `autogen_errors_total{function=...}`.
 
@@ -37,6 +38,7 @@ from service.serving.admission import admit
 from service.serving.context import ServingContext
 from service.serving.errors import CoreFunctionError
 from service.serving.run import run_to_end
+from service.serving.serialize import handle_response
 from service.serving.stream import (
     STREAM_MARGIN_S,
     AgentStreamingResponse,
@@ -48,33 +50,13 @@ from service.serving.task import to_task
 
 logger = logging.getLogger("service.autogen_server")
 
-
-@traced
-def handle_response(response: Any) -> dict[str, Any]:
-    """Turn a response model (an `Output`, a stream chunk, an error body) into a JSON-ready dict.
-
-    Args:
-        response: a pydantic model (anything with `model_dump`).
-
-    Returns:
-        The model as a dict of JSON types.
-
-    Raises:
-        CoreFunctionError: HTTP 500 when `response` is a `str` or has no `model_dump`, or when
-            serialization fails; the cause is logged, the client sees a generic message.
-    """
-    if isinstance(response, str) or not hasattr(response, "model_dump"):
-        logger.error("handle_response got an unserializable %s", type(response).__name__)
-        raise CoreFunctionError("handle_response")
-    try:
-        data = response.model_dump(mode="json")
-    except Exception:
-        logger.exception("handle_response could not serialize %s", type(response).__name__)
-        raise CoreFunctionError("handle_response") from None
-    if not isinstance(data, dict):
-        logger.error("handle_response: model_dump of %s returned no dict", type(response).__name__)
-        raise CoreFunctionError("handle_response")
-    return data
+__all__ = [
+    "create_non_streaming_response",
+    "encode_chunk",
+    "generate_streaming_response",
+    "handle_response",
+    "serve_autogen",
+]
 
 
 def encode_chunk(chunk: ChatCompletionChunk) -> str:

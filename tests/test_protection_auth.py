@@ -21,7 +21,7 @@ from tests.helpers.server import start_service
 
 KEY, OTHER_KEY = "sk-auth-test-1", "sk-auth-test-2"
 QUESTION = [{"role": "user", "content": "hi"}]
-OPEN_PATHS = {"/healthz", "/readyz", "/metrics", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"}
+OPEN_PATHS = {"/healthz", "/readyz", "/metrics", "/docs", "/redoc", "/openapi.json", "/", "/playground"}
 BAD_CREDENTIALS: list[dict[str, str]] = [
     {},
     {"Authorization": "Bearer sk-wrong"},
@@ -62,7 +62,7 @@ async def test_every_route_except_health_metrics_and_docs_refuses_a_missing_or_w
                     method, path, json=body, headers={"Authorization": f"Bearer {key}"}
                 )
                 assert response.status_code == 200, (method, path, response.text)
-        for path in OPEN_PATHS - {"/docs/oauth2-redirect"}:
+        for path in OPEN_PATHS:
             assert (await client.get(path)).status_code == 200, path
         metrics = (await client.get("/metrics")).text
         assert (
@@ -177,8 +177,12 @@ async def test_security_headers_on_every_response_and_cors_off_by_default() -> N
             assert response.headers["referrer-policy"] == "no-referrer"
             assert response.headers["content-security-policy"].startswith("default-src 'none'")
             assert "server" not in response.headers or "uvicorn" not in response.headers["server"]
-        docs = await client.get("/docs")
-        assert docs.status_code == 200 and "content-security-policy" not in docs.headers
+        # Pages get a policy of their own: only the service's own files (tests/test_browser_*.py).
+        for page in ("/", "/playground", "/docs", "/redoc"):
+            response = await client.get(page)
+            assert response.status_code == 200 and response.headers["x-frame-options"] == "DENY"
+            policy = response.headers["content-security-policy"]
+            assert policy.startswith("default-src 'none'; script-src 'self'"), (page, policy)
         preflight = await client.options(
             "/v1/chat/completions",
             headers={"Origin": "https://evil.example", "Access-Control-Request-Method": "POST"},

@@ -202,7 +202,7 @@ class Projection:
     answer_sent: bool = False
     transcript: list[str] = field(default_factory=list)
     _sequencer: _Sequencer = field(default_factory=_Sequencer)
-    _shown_turn: bool = False
+    _tail: str = ""  # the end of the transcript shown so far
 
     def start(self, run: RunStarted) -> None:
         self.live_answer_agent = run.live_answer_agent
@@ -263,13 +263,14 @@ class Projection:
             piece = out[index]
             if piece.channel != ACTIVITY:
                 continue
-            if piece.activity is not None and piece.activity.get("type") == "agent_turn":
-                if self._shown_turn:
-                    piece.text = "\n\n" + piece.text
-                self._shown_turn = True
+            if piece.activity is not None and piece.activity.get("type") == "agent_turn" and self._tail:
+                # A turn starts after a blank line.
+                piece.text = "\n" * (2 - len(self._tail) + len(self._tail.rstrip("\n"))) + piece.text
             if self.mode == "content":
                 piece.channel = ANSWER
                 self.answer_sent = True
+            if piece.text:
+                self._tail = (self._tail + piece.text)[-2:]
             self.transcript.append(piece.text)
 
     def _answer(self, answer: FinalAnswer, out: list[Piece]) -> None:

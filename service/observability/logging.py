@@ -22,6 +22,9 @@ request_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar("req
 model_var: contextvars.ContextVar[str | None] = contextvars.ContextVar("model", default=None)
 
 _HANDLER_NAME = "service-json"
+# Fields that may carry user-controlled text: control characters removed, length bounded. A reason
+# (why a workflow did not load, why a dependency failed) is kept whole enough to act on.
+_SANITIZED_FIELDS = {"model": 200, "path": 200, "source": 500, "reason": 4000}
 
 
 class ContextFilter(logging.Filter):
@@ -34,9 +37,10 @@ class ContextFilter(logging.Filter):
         record.request_id = request_id_var.get()
         if getattr(record, "model", None) is None:
             record.model = model_var.get()
-        for key, value in list(record.__dict__.items()):
-            if key in ("model", "path", "reason", "source") and isinstance(value, str):
-                record.__dict__[key] = sanitize(value)
+        for key, limit in _SANITIZED_FIELDS.items():
+            value = record.__dict__.get(key)
+            if isinstance(value, str):
+                record.__dict__[key] = sanitize(value, limit)
         return True
 
 

@@ -29,6 +29,9 @@ UNKNOWN_AGENT = "other"
 # LLM calls are slow: the buckets reach well past a minute.
 DURATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 180, 300, 600)
 TTFT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 300)
+STATE_SECONDS_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+STATE_BYTES_BUCKETS = tuple(float(1024 * 4**power) for power in range(8))  # 1 KiB .. 16 MiB
+StateOperation = Literal["load", "save"]
 
 
 def multiprocess_dir() -> str | None:
@@ -111,6 +114,25 @@ class ServiceMetrics:
             "autogen_rejected_total",
             "Requests refused before any work (overload, body_too_large, unauthorized, draining).",
             ["reason"],
+            registry=registry,
+        )
+
+        self.state_seconds = Histogram(
+            "autogen_state_operation_seconds",
+            "Responses API: time to load a team's saved state before a turn, or to save it after.",
+            ["operation"],
+            buckets=STATE_SECONDS_BUCKETS,
+            registry=registry,
+        )
+        self.state_bytes = Histogram(
+            "autogen_state_bytes",
+            "Responses API: size of the team states saved after a turn (their JSON).",
+            buckets=STATE_BYTES_BUCKETS,
+            registry=registry,
+        )
+        self.state_errors = Counter(
+            "autogen_state_store_errors_total",
+            "State store operations that failed (unreachable or failing store: the request got 503).",
             registry=registry,
         )
 

@@ -19,10 +19,26 @@ SECURITY_HEADERS: tuple[tuple[bytes, bytes], ...] = (
     (b"referrer-policy", b"no-referrer"),
     (b"cache-control", b"no-store"),
 )
-# The API serves JSON and SSE only: nothing may load, frame or run. The interactive docs load the
-# Swagger UI / ReDoc scripts, so they get no CSP of their own (they carry no secrets).
+# The API serves JSON and SSE only: nothing may load, frame or run.
 API_CSP = (b"content-security-policy", b"default-src 'none'; frame-ancestors 'none'")
-_DOCS_PATHS = ("/docs", "/redoc")
+# The pages load only what the service itself serves (no CDN, no inline script) and call the API of
+# their own origin. Swagger UI draws its icons from data: URIs; ReDoc also injects its styles
+# (styled-components) and builds its search index in a blob: worker.
+_PAGE_BASE = b"default-src 'none'; script-src 'self'; connect-src 'self'; base-uri 'none'; form-action 'none'"
+_NO_FRAMING = b"; frame-ancestors 'none'"
+PLAYGROUND_CSP = (
+    b"content-security-policy",
+    _PAGE_BASE + b"; style-src 'self'; img-src 'self'" + _NO_FRAMING,
+)
+SWAGGER_CSP = (
+    b"content-security-policy",
+    _PAGE_BASE + b"; style-src 'self'; img-src 'self' data:" + _NO_FRAMING,
+)
+REDOC_CSP = (
+    b"content-security-policy",
+    _PAGE_BASE + b"; style-src 'self' 'unsafe-inline'; img-src 'self' data:; worker-src blob:" + _NO_FRAMING,
+)
+_PAGE_CSP = {"/": PLAYGROUND_CSP, "/playground": PLAYGROUND_CSP, "/docs": SWAGGER_CSP, "/redoc": REDOC_CSP}
 
 
 class SecurityHeadersMiddleware:
@@ -33,8 +49,7 @@ class SecurityHeadersMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        path: str = scope.get("path", "")
-        extra = SECURITY_HEADERS if path.startswith(_DOCS_PATHS) else (*SECURITY_HEADERS, API_CSP)
+        extra = (*SECURITY_HEADERS, _PAGE_CSP.get(scope.get("path", ""), API_CSP))
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":

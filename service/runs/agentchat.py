@@ -104,6 +104,8 @@ class AgentChatTranslator:
     task_message_ids: frozenset[int] = frozenset()
     live_answer_agent: str | None = None
     markers: tuple[str, ...] = DEFAULT_MARKERS
+    # The tools through which agents hand off (`transfer_to_<agent>`): the handoff says it all.
+    handoff_tools: frozenset[str] = frozenset()
     usage: Usage = field(default_factory=Usage)
     input_request: InputRequested | None = None
     _turns: dict[str, _Turn] = field(default_factory=dict)
@@ -159,11 +161,7 @@ class AgentChatTranslator:
             return []
         question = prompt or self._question_for(agent)
         self.input_request = InputRequested(agent, question, kind)
-        events: list[RunEvent] = []
-        if agent not in self._turns:
-            self._open(agent, events)
-        events.append(self.input_request)
-        return events
+        return [self.input_request]
 
     def finish(self) -> list[RunEvent]:
         """Close the open turns and state the final answer."""
@@ -296,13 +294,16 @@ class AgentChatTranslator:
         elif isinstance(event, ToolCallRequestEvent):
             self._flush_text(agent, events)
             events.extend(
-                ToolCallRequested(agent, call.id, call.name, call.arguments) for call in event.content
+                ToolCallRequested(agent, call.id, call.name, call.arguments)
+                for call in event.content
+                if call.name not in self.handoff_tools
             )
         elif isinstance(event, ToolCallExecutionEvent):
             self._flush_text(agent, events)
             events.extend(
                 ToolResult(agent, result.call_id, result.name, result.content, bool(result.is_error))
                 for result in event.content
+                if result.name not in self.handoff_tools
             )
         elif isinstance(event, UserInputRequestedEvent):
             events.extend(self.requested_input(agent))

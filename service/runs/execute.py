@@ -49,6 +49,7 @@ class RunRequest:
     service_turn_cap: int | None = None
     stream_tokens: bool = False
     max_tokens: int | None = None
+    handoff_tools: frozenset[str] = frozenset()
 
 
 @contextlib.asynccontextmanager
@@ -110,6 +111,7 @@ async def execute_run(
         task_message_ids=frozenset(id(message) for message in task),
         live_answer_agent=request.live_answer_agent,
         markers=request.markers,
+        handoff_tools=request.handoff_tools,
     )
     context = RunContext(
         translator=translator,

@@ -17,7 +17,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import secrets
+import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,7 +28,6 @@ from autogen_agentchat.messages import BaseChatMessage, HandoffMessage, TextMess
 from autogen_core import CancellationToken
 from fastapi.responses import StreamingResponse
 
-from service.autogen_server import handle_response
 from service.contract.chat import ChatMessage
 from service.contract.errors import OpenAIError, sanitize
 from service.contract.responses import (
@@ -57,6 +58,7 @@ from service.serving.admission import admit, check_bounds
 from service.serving.context import ServingContext
 from service.serving.errors import CoreFunctionError
 from service.serving.run import run_to_end
+from service.serving.serialize import handle_response
 from service.serving.stream import (
     STREAM_MARGIN_S,
     AgentStreamingResponse,
@@ -215,6 +217,7 @@ class _Turn:
     conversation: ConversationRecord | None = None
     lock: tuple[str, str] | None = None
     slot_held: bool = False
+    load_s: float | None = None
 
     @property
     def settings(self) -> Any:
@@ -345,6 +348,7 @@ class _Turn:
         workflow = self.ctx.registry.get(self.body.model)
         assert workflow is not None  # admitted
         state: dict[str, Any] | None = None
+        started = time.perf_counter()
         if state_key is not None:
             assert self.store is not None
             data = await self.store.load_state(state_key)
@@ -372,6 +376,8 @@ class _Turn:
                     "start a new conversation.",
                     code="state_incompatible",
                 ) from None
+            self.load_s = time.perf_counter() - started
+            self.ctx.metrics.state_seconds.labels("load").observe(self.load_s)
         self.runner = runner
 
     # --- storing ------------------------------------------------------------------------------
@@ -386,9 +392,10 @@ class _Turn:
         if not self.store_on:
             return
         assert self.store is not None and self.runner is not None
+        started = time.perf_counter()
         state = await self.runner.save_state()
         try:
-            data, _ = await asyncio.to_thread(encode_state, state, self.settings.state_max_bytes)
+            data, size = await asyncio.to_thread(encode_state, state, self.settings.state_max_bytes)
         except StateTooLarge as exc:
             logger.warning(
                 "team state above STATE_MAX_BYTES", extra={"model": self.body.model, "size": exc.size}
@@ -423,6 +430,25 @@ class _Turn:
         if not await self.store.save_turn(turn):
             assert conversation is not None
             raise not_found("conversation", conversation.id, self.settings.state_ttl_s, "conversation")
+        save_s = time.perf_counter() - started
+        metrics = self.ctx.metrics
+        metrics.state_seconds.labels("save").observe(save_s)
+        metrics.state_bytes.observe(size)
+        logger.info(
+            "turn stored",
+            extra={
+                "model": self.body.model,
+                "response_id": response.id,
+                "previous_response_id": self.body.previous_response_id,
+                "conversation_id": conversation.id if conversation is not None else None,
+                "input_required": pending is not None,
+                "state_bytes": size,
+                "stored_bytes": len(data),
+                "load_ms": round(self.load_s * 1000, 2) if self.load_s is not None else None,
+                "save_ms": round(save_s * 1000, 2),
+                "worker_pid": os.getpid(),
+            },
+        )
 
 
 def _outcome(error: OpenAIError) -> Outcome:

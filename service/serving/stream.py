@@ -61,9 +61,9 @@ class StreamRun:
         if self.closed:
             return
         self.closed = True
-        self.token.cancel()
         producer = self.producer
         if producer is not None and not producer.done():
+            self.token.cancel()  # stops the agents' model calls at once
             producer.cancel()
             with contextlib.suppress(asyncio.CancelledError, TimeoutError):
                 await asyncio.wait_for(asyncio.shield(producer), PRODUCER_STOP_TIMEOUT_S)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 
 from service.config import Settings
 from service.protection.ratelimit import redact_uri
@@ -48,6 +49,8 @@ class StateStoreHandle:
     def __init__(self, settings: Settings) -> None:
         self.uri = settings.state_store
         self.ttl_s = settings.state_ttl_s
+        # Called once per failed store operation, opening included (the app counts them).
+        self.on_error: Callable[[], None] | None = None
         self._store: StateStore | None = None
         self._lock = asyncio.Lock()
 
@@ -66,13 +69,18 @@ class StateStoreHandle:
                     async with asyncio.timeout(OPEN_TIMEOUT_S):
                         self._store = await open_state_store(self.uri, self.ttl_s)
                 except StateStoreUnavailable:
+                    if self.on_error is not None:
+                        self.on_error()
                     raise
                 except (OSError, TimeoutError) as exc:
+                    if self.on_error is not None:
+                        self.on_error()
                     logger.error(
                         "state store cannot be opened",
                         extra={"store": redact_uri(self.uri), "reason": f"{type(exc).__name__}: {exc}"},
                     )
                     raise StateStoreUnavailable(str(exc)) from exc
+                self._store.on_error = self.on_error
                 logger.info(
                     "state store opened",
                     extra={

@@ -81,6 +81,7 @@ class RedisStateStore(StateStore):
         try:
             return await operation
         except (RedisError, OSError) as exc:
+            self.failed()
             logger.error("state store (redis) failed", extra={"reason": f"{type(exc).__name__}: {exc}"})
             raise StateStoreUnavailable(str(exc)) from exc
 

@@ -99,6 +99,7 @@ class SqliteStateStore(StateStore):
         try:
             return await loop.run_in_executor(self._executor, function, *args)
         except (sqlite3.Error, OSError) as exc:
+            self.failed()
             logger.error("state store (sqlite) failed", extra={"reason": f"{type(exc).__name__}: {exc}"})
             raise StateStoreUnavailable(str(exc)) from exc
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 import zlib
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
@@ -169,6 +169,12 @@ class StateStore(ABC):
 
     def __init__(self, ttl_s: int) -> None:
         self.ttl_s = ttl_s
+        # Called once per failed operation (the service counts them in a metric).
+        self.on_error: Callable[[], None] | None = None
+
+    def failed(self) -> None:
+        if self.on_error is not None:
+            self.on_error()
 
     # --- responses ----------------------------------------------------------------------------
     @abstractmethod

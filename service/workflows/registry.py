@@ -92,6 +92,7 @@ class Workflow:
     markers: tuple[str, ...] = DEFAULT_MARKERS
     service_turn_cap: int | None = None
     warnings: tuple[str, ...] = ()
+    handoff_tools: frozenset[str] = frozenset()
 
     def build(self) -> Runner:
         """A new runner (teams hold conversation state) that shares the parsed definition and clients."""
@@ -110,6 +111,7 @@ class Workflow:
             service_turn_cap=self.service_turn_cap,
             stream_tokens=stream_tokens,
             max_tokens=max_tokens,
+            handoff_tools=self.handoff_tools,
         )
 
 
@@ -137,6 +139,18 @@ def _agent_names(runner: Runner) -> tuple[str, ...]:
         return tuple(str(participant.name) for participant in participants)
     name = getattr(runner, "name", None)
     return (str(name),) if name else ()
+
+
+def _handoff_tools(document: dict[str, Any]) -> frozenset[str]:
+    """The names of the tools through which the workflow's agents hand off (`transfer_to_<target>`)."""
+    names: set[str] = set()
+    for agent in components(document, "agent"):
+        for handoff in (agent.get("config") or {}).get("handoffs") or []:
+            if isinstance(handoff, dict) and isinstance(handoff.get("name"), str):
+                names.add(handoff["name"])
+            elif isinstance(handoff, str):
+                names.add(f"transfer_to_{handoff}".lower())
+    return frozenset(names)
 
 
 def _has_tools_or_handoffs(agent_config: dict[str, Any]) -> bool:
@@ -307,6 +321,7 @@ class WorkflowRegistry:
             markers=tuple(dict.fromkeys((*report.markers, *DEFAULT_MARKERS))),
             service_turn_cap=service_turn_cap,
             warnings=tuple(report.warnings),
+            handoff_tools=_handoff_tools(document),
         )
         self._workflows[model_id] = workflow
         return workflow

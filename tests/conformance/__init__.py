@@ -1,0 +1,1 @@
+"""The conformance corpus: team shapes users build with AgentChat, served through the real server."""
