@@ -81,7 +81,6 @@ def serve(tmp_path: Path, llm: ScriptedLLMProcess, **env: str) -> ServiceProcess
         OPENAI_API_KEY="sk-live",  # the files' masked api_key falls back to it
         LLM_BASE_URL=llm.base_url,  # demo-team's embedded model becomes the scripted LLM
         LLM_MODEL="scripted-model",
-        DATA_DIR=str(tmp_path / "data"),
         **env,
     )
 

@@ -124,6 +124,8 @@ class ServiceMetrics:
             buckets=STATE_SECONDS_BUCKETS,
             registry=registry,
         )
+        for operation in ("load", "save"):  # both series exist (at 0) before the first turn
+            self.state_seconds.labels(operation)
         self.state_bytes = Histogram(
             "autogen_state_bytes",
             "Responses API: size of the team states saved after a turn (their JSON).",

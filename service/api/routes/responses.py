@@ -52,7 +52,7 @@ StatesDep = Annotated[StateStoreHandle, Depends(get_states)]
 OwnerDep = Annotated[str, Depends(get_owner)]
 IdPath = Annotated[str, Path(max_length=128)]
 After = Annotated[str | None, Query(max_length=128, description="An item id: the page after it.")]
-Limit = Annotated[int, Query(description="Items per page (1-100).")]
+Limit = Annotated[int, Query(ge=1, le=100, description="Items per page (1-100).")]
 Order = Annotated[Literal["asc", "desc"], Query(description="`desc` (default): newest first.")]
 
 _DESCRIPTIONS: dict[int | str, str] = {
