@@ -229,7 +229,8 @@ async def enforce_rate_limit(request: Request) -> None:
         except ValueError:
             body = None
         model, stream = _model_and_stream(body)
-        api: Api = "responses" if request.url.path.startswith("/v1/responses") else "chat_completions"
+        responses = request.url.path.startswith(("/v1/responses", "/v1/conversations"))
+        api: Api = "responses" if responses else "chat_completions"
         metrics.request(model, stream, api).finish("rate_limited")
     raise OpenAIError(
         429,

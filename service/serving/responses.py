@@ -86,6 +86,8 @@ logger = logging.getLogger("service.serving.responses")
 
 # A run lock outlives its run's deadline by this much (the stream's margin, then the save).
 LOCK_MARGIN_S = STREAM_MARGIN_S + 60.0
+# Adding items holds the conversation's lock for one write.
+ITEMS_LOCK_S = 30.0
 PRODUCER_DONE_WAIT_S = 5.0
 DEFAULT_PAGE = 20
 MAX_PAGE = 100
@@ -826,7 +828,7 @@ async def add_conversation_items(
     store = await _store(states)
     key, token = f"conv:{conversation_id}", secrets.token_hex(16)
     try:
-        if not await store.try_lock(key, token, ctx.settings.workflow_timeout_s + LOCK_MARGIN_S):
+        if not await store.try_lock(key, token, ITEMS_LOCK_S):
             raise busy("conversation")
         try:
             items = stored_items(messages)
