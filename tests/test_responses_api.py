@@ -43,7 +43,9 @@ async def service(tmp_path: Path, **overrides: Any) -> AsyncIterator[httpx.Async
         termination_condition=MaxMessageTermination(6),
     )
     registry.register_component("proxy-team", team.dump_component())
-    slow = AssistantAgent("slow", model_client=DemoChatCompletionClient(role="echo", token_ms=100))
+    slow = AssistantAgent(
+        "slow", model_client=DemoChatCompletionClient(role="echo", token_ms=100), model_client_stream=True
+    )
     registry.register_component("slow", slow.dump_component())
     async with running_app(create_app(settings, registry=registry)) as http:
         yield http
@@ -513,3 +515,69 @@ async def test_request_metrics_carry_the_api(http: httpx.AsyncClient) -> None:
     assert (
         'autogen_requests_total{api="chat_completions",model="echo",outcome="ok",stream="false"} 1.0' in text
     )
+
+
+# ------------------------------------------------------------------------------- protections
+async def test_capacity_deadline_and_failures_get_their_statuses(tmp_path: Path) -> None:
+    async with service(tmp_path, max_concurrent_workflows=1, workflow_timeout_s=1.5) as http:
+        client = sdk(http)
+        running = asyncio.create_task(client.responses.create(model="slow", input=LONG))
+        for _ in range(200):  # bounded: until the first run holds the only slot
+            if "autogen_active_workflows 1.0" in (await http.get("/metrics")).text:
+                break
+            await asyncio.sleep(0.02)
+        with pytest.raises(openai.InternalServerError) as overloaded:  # 503
+            await client.responses.create(model="echo", input="x")
+        assert overloaded.value.status_code == 503 and overloaded.value.code == "overloaded"
+        with pytest.raises(openai.APIStatusError) as late:  # the slow run passes its deadline
+            await running
+        assert late.value.status_code == 504 and late.value.code == "timeout"
+        events = await raw_stream(http, {"model": "slow", "input": LONG})
+        name, data = events[-1]
+        assert name == "response.failed" and data["response"]["status"] == "failed"
+        assert data["response"]["error"]["code"] == "timeout"
+        with pytest.raises(openai.NotFoundError):
+            await client.responses.retrieve(data["response"]["id"])  # a failed turn is not stored
+        text = (await http.get("/metrics")).text
+        assert (
+            'autogen_requests_total{api="responses",model="slow",outcome="timeout",stream="true"} 1.0' in text
+        )
+
+
+async def test_a_failure_before_the_first_event_gets_its_status(tmp_path: Path) -> None:
+    async with service(tmp_path) as http:
+        faulty = AssistantAgent(
+            "faulty", model_client=DemoChatCompletionClient(role="echo", fail_after_tokens=0)
+        )
+        http_app: Any = http._transport.app  # type: ignore[attr-defined]
+        http_app.state.serving.registry.register_component("faulty", faulty.dump_component())
+        for stream in (False, True):
+            response = await http.post(
+                "/v1/responses", json={"model": "faulty", "input": "x", "stream": stream}
+            )
+            assert response.status_code == 500, response.text
+            assert response.json()["error"]["code"] == "internal_error"
+
+
+async def test_rate_limit_and_drain_guard_the_responses_routes(tmp_path: Path) -> None:
+    async with service(tmp_path, rate_limit="2/minute") as http:
+        client = sdk(http)
+        await client.responses.create(model="echo", input="one")
+        await client.conversations.create()
+        with pytest.raises(openai.RateLimitError) as limited:
+            await client.responses.create(model="echo", input="three")
+        assert limited.value.response.headers["retry-after"]
+        text = (await http.get("/metrics")).text
+        assert (
+            'autogen_requests_total{api="responses",model="echo",outcome="rate_limited",stream="false"} 1.0'
+            in text
+        )
+    async with service(tmp_path / "drain") as http:
+        http._transport.app.state.lifecycle.start_draining()  # type: ignore[attr-defined]
+        for method, path, body in (
+            ("POST", "/v1/responses", {"model": "echo", "input": "x"}),
+            ("GET", "/v1/responses/resp_x", None),
+            ("POST", "/v1/conversations", {}),
+        ):
+            response = await http.request(method, path, json=body)
+            assert response.status_code == 503 and response.json()["error"]["code"] == "shutting_down"

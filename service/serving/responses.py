@@ -28,6 +28,7 @@ from autogen_agentchat.messages import BaseChatMessage, HandoffMessage, TextMess
 from autogen_core import CancellationToken
 from fastapi.responses import StreamingResponse
 
+from service.config import Settings
 from service.contract.chat import ChatMessage
 from service.contract.errors import OpenAIError, sanitize
 from service.contract.responses import (
@@ -125,9 +126,10 @@ def store_unavailable() -> OpenAIError:
 
 
 def busy(kind: str) -> OpenAIError:
+    what = "turn of this conversation" if kind == "conversation" else "continuation of this response"
     return OpenAIError(
         409,
-        f"Another response of this {kind} is running: one turn at a time. Retry when it has finished.",
+        f"Another {what} is running: one turn at a time. Retry when it has finished.",
         param="conversation" if kind == "conversation" else "previous_response_id",
         code="conversation_busy",
     )
@@ -222,7 +224,7 @@ class _Turn:
     load_s: float | None = None
 
     @property
-    def settings(self) -> Any:
+    def settings(self) -> Settings:
         return self.ctx.settings
 
     async def release(self) -> None:
