@@ -1,11 +1,17 @@
 # syntax=docker/dockerfile:1
 # AutoGen teams served as an OpenAI-compatible API (gunicorn + uvicorn workers).
 #
+#   make image         (docker build where a Docker daemon answers, else buildah; docs/image.md)
 #   docker build -t autogen-service:0.1.0 \
 #     --build-arg VERSION=0.1.0 --build-arg REVISION="$(git rev-parse HEAD)" .
 #   docker run --rm -p 8000:8000 autogen-service:0.1.0
 #
-# Checked by `make k8s-check` (hadolint, and tests/test_deploy.py for the policy points).
+# Behind a proxy or a private index, pip gets the build host's settings from two optional build
+# secrets, `pip.conf` and `pip-ca.pem` (`make image` passes them): mounted for the pip steps
+# only, never stored in a layer.
+#
+# Checked by `make k8s-check` (hadolint, and tests/test_deploy.py for the policy points) and,
+# built and run, by `make image-test`.
 
 # --- builder: a virtualenv with the pinned dependencies and the service -----------------------
 FROM python:3.11.11-slim-bookworm AS builder
@@ -13,6 +19,7 @@ FROM python:3.11.11-slim-bookworm AS builder
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_ROOT_USER_ACTION=ignore \
+    PIP_CONFIG_FILE=/run/secrets/pip.conf \
     VIRTUAL_ENV=/opt/venv \
     PATH=/opt/venv/bin:$PATH
 
@@ -23,14 +30,18 @@ RUN python -m venv "$VIRTUAL_ENV"
 # extra), in their own layer: a source change does not reinstall them. Wheels only: nothing is
 # compiled, so the builder needs no compiler either.
 COPY pyproject.toml ./
-RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" \
+RUN --mount=type=secret,id=pip.conf,target=/run/secrets/pip.conf \
+    --mount=type=secret,id=pip-ca.pem,target=/run/secrets/pip-ca.pem \
+    python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" \
         > requirements.txt \
     && pip install --no-cache-dir --only-binary=:all: --requirement requirements.txt
 
 # Then the service itself (its dependencies are already there).
 COPY README.md ./
 COPY service ./service
-RUN pip install --no-cache-dir --no-deps . \
+RUN --mount=type=secret,id=pip.conf,target=/run/secrets/pip.conf \
+    --mount=type=secret,id=pip-ca.pem,target=/run/secrets/pip-ca.pem \
+    pip install --no-cache-dir --no-deps . \
     && pip check
 
 # --- runtime: the virtualenv on a clean base, no compiler, no sources, non-root --------------

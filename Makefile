@@ -1,8 +1,12 @@
 # The two commands of the README: `make serve` and `make test`. Both do their own set-up.
 SHELL := /bin/bash
 PYTHON ?= python3
+# VENV can be pointed elsewhere (tests/test_install.py builds a fresh serving venv this way).
 VENV := .venv
 BIN := $(VENV)/bin
+# Two stamps: serving needs only the runtime dependencies; everything else (tests, lint, load
+# tests, k8s checks) needs the dev extra and depends on $(STAMP).
+SERVE_STAMP := $(VENV)/.installed-serve
 STAMP := $(VENV)/.installed
 APT_PACKAGES := redis-server prometheus chromium
 HOST ?= 127.0.0.1
@@ -10,18 +14,26 @@ PORT ?= 8000
 WORKERS ?= 2
 export HOST PORT WORKERS
 
-.PHONY: install serve test lint typecheck unit system-deps clean
+.PHONY: install dev serve test lint typecheck unit system-deps clean
 
-$(STAMP): pyproject.toml
+$(SERVE_STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e .
+	touch $@
+
+$(STAMP): $(SERVE_STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
-	touch $(STAMP)
+	touch $@
 
-install: $(STAMP)
+## install: .venv with what serving needs, nothing more (what `make serve` uses)
+install: $(SERVE_STAMP)
 
-## serve: install into .venv and serve the embedded default (gunicorn + uvicorn workers)
-serve: $(STAMP)
+## dev: .venv with the dev extra too (tests, linters, load tests, k8s and image checks)
+dev: $(STAMP)
+
+## serve: install the runtime dependencies into .venv and serve the embedded default (gunicorn + uvicorn workers)
+serve: $(SERVE_STAMP)
 	$(BIN)/autogen-service
 
 ## system-deps: the Debian packages the tests use (redis-server, prometheus/promtool, chromium for
@@ -38,8 +50,8 @@ system-deps:
 	fi
 
 lint: $(STAMP)
-	$(BIN)/ruff check service tests loadtests
-	$(BIN)/ruff format --check service tests loadtests
+	$(BIN)/ruff check service tests loadtests uicheck deploy
+	$(BIN)/ruff format --check service tests loadtests uicheck deploy
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
@@ -49,6 +61,6 @@ test: $(STAMP) system-deps lint typecheck
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache reports bench-results
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache reports bench-results build *.egg-info
 
 -include mk/*.mk

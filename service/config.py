@@ -52,7 +52,7 @@ class Settings(BaseSettings):
     direct_model_id: str = Field("direct", pattern=r"^[A-Za-z0-9._:-]{1,128}$")
     # Bounds on what an upstream LLM may send: one event of a stream, and a whole non-streamed answer.
     upstream_max_event_bytes: int = Field(1_048_576, ge=1024, le=1_073_741_824)
-    upstream_max_body_bytes: int = Field(16_777_216, ge=1024, le=1_073_741_824)
+    upstream_max_body_bytes: int = Field(4_194_304, ge=1024, le=1_073_741_824)
 
     # Bounds of one run
     workflow_timeout_s: float = Field(300.0, gt=0, le=86_400)

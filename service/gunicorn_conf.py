@@ -30,6 +30,10 @@ accesslog = None
 errorlog = "-"
 loglevel = _settings.log_level.lower()
 proc_name = "autogen-service"
+# gunicorn's runtime control socket (`gunicornc`: reload, resize, stop) is not used: without this
+# every instance binds $HOME/.gunicorn/gunicorn.ctl (one path shared by all instances of a user),
+# and in the image, whose user has no writable home, it logs an error at every start.
+control_socket_disable = True
 
 
 def on_starting(server: Any) -> None:

@@ -314,3 +314,39 @@ async def test_max_tokens_caps_every_model_call_the_same_way_streamed_or_not() -
     assert whole["choices"][0]["finish_reason"] == "length"
     assert [e["choices"][0]["finish_reason"] for e in events if e["choices"]][-1] == "length"
     assert whole["usage"] == events[-1]["usage"] and whole["usage"]["completion_tokens"] == 3
+
+
+# --- the direct model ----------------------------------------------------------------------------
+async def test_the_direct_model_makes_one_model_call_with_the_conversations_roles(
+    llm: ScriptedLLMThread,
+) -> None:
+    settings = make_settings(llm_base_url=llm.base_url, llm_model="scripted", llm_api_key="sk-test")
+    assert settings.direct_model_enabled  # on by default once an upstream LLM is configured
+    llm.load_script([rule("A short title", times=None)])
+    history = [
+        {"role": "system", "content": "Write a title."},
+        {"role": "user", "content": "What is AutoGen?"},
+        {"role": "assistant", "content": "A framework for agents."},
+        {"role": "user", "content": "Give this chat a title."},
+    ]
+    async with running_app(create_app(settings)) as http:
+        models = (await http.get("/v1/models")).json()["data"]
+        assert "direct" in {model["id"] for model in models}
+        whole = await ask(http, "direct", history)
+        streamed = await http.post(
+            "/v1/chat/completions", json={"model": "direct", "messages": history, "stream": True}
+        )
+    assert whole["choices"][0]["message"]["content"] == "A short title"
+    assert '"content":"A"' in streamed.text and '"reasoning_content"' not in streamed.text
+    records = llm.requests()
+    assert len(records) == 2  # one model call per request, no team
+    assert [m["role"] for m in records[0]["messages"]] == ["system", "user", "assistant", "user"]
+    assert whole["usage"]["completion_tokens"] == records[0]["reply"]["usage"]["completion_tokens"]
+
+
+async def test_the_direct_model_is_off_without_an_upstream_unless_asked_for() -> None:
+    async with running_app(create_app(make_settings())) as http:
+        assert "direct" not in {model["id"] for model in (await http.get("/v1/models")).json()["data"]}
+    async with running_app(create_app(make_settings(direct_model="on"))) as http:
+        body = await ask(http, "direct", [{"role": "user", "content": "Title?"}])
+    assert body["choices"][0]["message"]["content"].startswith("Answer (turn 1)")  # the embedded model

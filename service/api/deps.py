@@ -10,10 +10,8 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from service.config import Settings
 from service.lifecycle import Lifecycle
 from service.observability.metrics import ServiceMetrics
-from service.protection.auth import require_api_key
 from service.serving.context import ServingContext
 from service.workflows.registry import WorkflowRegistry
 
@@ -21,11 +19,6 @@ from service.workflows.registry import WorkflowRegistry
 async def get_context(request: Request) -> ServingContext:
     context: ServingContext = request.app.state.serving
     return context
-
-
-async def get_settings(request: Request) -> Settings:
-    settings: Settings = request.app.state.settings
-    return settings
 
 
 async def get_registry(request: Request) -> WorkflowRegistry:
@@ -44,9 +37,6 @@ async def get_lifecycle(request: Request) -> Lifecycle:
 
 
 ContextDep = Annotated[ServingContext, Depends(get_context)]
-SettingsDep = Annotated[Settings, Depends(get_settings)]
 RegistryDep = Annotated[WorkflowRegistry, Depends(get_registry)]
 MetricsDep = Annotated[ServiceMetrics, Depends(get_metrics)]
 LifecycleDep = Annotated[Lifecycle, Depends(get_lifecycle)]
-# The caller's API key fingerprint (None when auth is off); 401 without a valid key.
-ApiKeyDep = Annotated[str | None, Depends(require_api_key)]

@@ -29,6 +29,11 @@ def now() -> int:
     return int(time.time())
 
 
+def _absent(value: object) -> bool:
+    """Extension fields are left out when they say nothing (clients see OpenAI's shape)."""
+    return value is None
+
+
 class TextContentPart(BaseModel):
     """A `{"type": "text", "text": ...}` content part; other part types are not supported."""
 
@@ -149,8 +154,8 @@ class AssistantMessage(BaseModel):
     content: str
     name: str | None = None
     # Extension (DeepSeek/LiteLLM and vLLM/Ollama names): the team's activity, never the answer.
-    reasoning_content: str | None = None
-    reasoning: str | None = None
+    reasoning_content: str | None = Field(None, exclude_if=_absent)
+    reasoning: str | None = Field(None, exclude_if=_absent)
 
 
 class Choice(BaseModel):
@@ -169,8 +174,8 @@ class Output(BaseModel):
     choices: list[Choice]
     usage: Usage
     # Extensions: the agent that gave the answer; set when the team waits for a person's input.
-    final_answer_agent: str | None = None
-    input_required: InputRequired | None = None
+    final_answer_agent: str | None = Field(None, exclude_if=_absent)
+    input_required: InputRequired | None = Field(None, exclude_if=_absent)
 
 
 class ChunkChoice(BaseModel):

@@ -89,10 +89,6 @@ def model_not_found(model: str) -> OpenAIError:
     )
 
 
-def server_error(message: str = GENERIC_SERVER_ERROR) -> OpenAIError:
-    return OpenAIError(500, message, type="server_error", code="internal_error")
-
-
 def upstream_failed() -> OpenAIError:
     return OpenAIError(502, "The upstream model failed to answer.", code="upstream_error")
 

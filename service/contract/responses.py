@@ -39,6 +39,11 @@ ResponseStatus = Literal["completed", "failed", "in_progress", "cancelled", "que
 ItemStatus = Literal["in_progress", "completed", "incomplete"]
 
 
+def _absent(value: object) -> bool:
+    """Extension fields are left out when they say nothing (clients see OpenAI's shape)."""
+    return value is None
+
+
 def new_id(prefix: str) -> str:
     """`resp_…`, `msg_…`, `rs_…`, `conv_…`: a prefix and 48 random hex digits (not guessable)."""
     return f"{prefix}_{secrets.token_hex(24)}"
@@ -266,7 +271,7 @@ class ReasoningItem(BaseModel):
     summary: list[SummaryText]
     status: ItemStatus = "completed"
     encrypted_content: None = None
-    agent: str | None = None
+    agent: str | None = Field(None, exclude_if=_absent)
     activity: list[dict[str, Any]] = Field(default_factory=list)
 
 
@@ -345,8 +350,8 @@ class ResponseObject(BaseModel):
     text: TextConfig = Field(default_factory=TextConfig)
     truncation: Literal["disabled"] = "disabled"
     # Extensions: the agent that gave the answer; set when the team waits for a person's answer.
-    final_answer_agent: str | None = None
-    input_required: InputRequired | None = None
+    final_answer_agent: str | None = Field(None, exclude_if=_absent)
+    input_required: InputRequired | None = Field(None, exclude_if=_absent)
 
 
 class ResponseDeleted(BaseModel):

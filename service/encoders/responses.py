@@ -246,8 +246,9 @@ class ResponsesEncoder:
                 "type": "reasoning",
                 "summary": [],
                 "status": "in_progress",
-                "agent": agent or None,
             }
+            if agent:
+                added["agent"] = agent
             out.extend(self._event(OUTPUT_ITEM_ADDED, output_index=item.index, item=added))
             out.extend(
                 self._event(

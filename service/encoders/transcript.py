@@ -230,7 +230,7 @@ class Projection:
             elif self.mode == "reasoning" and self.team:
                 note = Piece(
                     ACTIVITY,
-                    f"**{event.agent}** writes the answer.",
+                    f"**{event.agent}** writes the answer.\n",
                     event.agent,
                     {"type": "agent_turn", "agent": event.agent},
                 )

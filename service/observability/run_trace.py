@@ -21,7 +21,6 @@ from service.observability.tracing import get_tracer, record_error
 GEN_AI_OPERATION = "gen_ai.operation.name"
 GEN_AI_AGENT = "gen_ai.agent.name"
 GEN_AI_REQUEST_MODEL = "gen_ai.request.model"
-GEN_AI_RESPONSE_MODEL = "gen_ai.response.model"
 GEN_AI_CONVERSATION = "gen_ai.conversation.id"
 GEN_AI_INPUT_TOKENS = "gen_ai.usage.input_tokens"
 GEN_AI_OUTPUT_TOKENS = "gen_ai.usage.output_tokens"

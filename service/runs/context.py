@@ -30,6 +30,9 @@ class EventSink(Protocol):
 
     async def send(self, event: RunEvent) -> None: ...
 
+    def offer(self, event: RunEvent) -> None:
+        """Add `event` if there is room, without waiting (a cancelled run's last word)."""
+
 
 class ListSink:
     """Keeps every event (a run whose answer is returned whole)."""
@@ -38,6 +41,9 @@ class ListSink:
         self.events: list[RunEvent] = []
 
     async def send(self, event: RunEvent) -> None:
+        self.events.append(event)
+
+    def offer(self, event: RunEvent) -> None:
         self.events.append(event)
 
 
@@ -51,6 +57,10 @@ class QueueSink:
         if self.queue.full():
             await self.queue.put(event)
         else:
+            self.queue.put_nowait(event)
+
+    def offer(self, event: RunEvent) -> None:
+        if not self.queue.full():
             self.queue.put_nowait(event)
 
 

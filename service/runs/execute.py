@@ -104,7 +104,8 @@ async def execute_run(
 
     Raises:
         asyncio.CancelledError: the run was cancelled from outside (the client went away); the
-            token is cancelled first, so the agents' model calls stop at once.
+            token is cancelled first, so the agents' model calls stop at once, and
+            `RunEnded(reason=cancelled)` is offered to the sink (added if it has room).
     """
     translator = AgentChatTranslator(
         members=frozenset(request.members),
@@ -143,6 +144,7 @@ async def execute_run(
             return ended
     except asyncio.CancelledError:
         token.cancel()
+        sink.offer(RunEnded(RunEndReason.CANCELLED, translator.usage))
         raise
     except TimeoutError:
         token.cancel()

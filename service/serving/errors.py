@@ -32,6 +32,8 @@ def run_failure(ended: RunEnded) -> tuple[OpenAIError, Outcome] | None:
     """
     if ended.reason is RunEndReason.DEADLINE:
         return deadline_passed(), "timeout"
+    if ended.reason is RunEndReason.CANCELLED:  # the server stopped it (shutdown): retry elsewhere
+        return OpenAIError(503, "The run was cancelled before it finished.", code="cancelled"), "cancelled"
     if ended.reason is not RunEndReason.FAILED:
         return None
     if ended.failure is FailureKind.UPSTREAM_TIMEOUT:

@@ -114,7 +114,7 @@ def test_both_modes_give_the_same_answer_and_show_the_work(
     message = completion.choices[0].message
     assert message.content == shape.answer
     assert completion.model_extra is not None
-    assert completion.model_extra["final_answer_agent"] == shape.answer_agent
+    assert completion.model_extra.get("final_answer_agent") == shape.answer_agent
     assert completion.choices[0].finish_reason == shape.finish_reason
     assert message.tool_calls is None
     usage = completion.usage

@@ -26,13 +26,19 @@ def free_port() -> int:
 class ServiceProcess(StopOnExit):
     """A running service; `base_url` is `http://127.0.0.1:<port>`; logs go to `log_path`."""
 
-    def __init__(self, env: dict[str, str], log_path: Path, startup_timeout: float = 60.0) -> None:
+    def __init__(
+        self,
+        env: dict[str, str],
+        log_path: Path,
+        startup_timeout: float = 60.0,
+        command: list[str] | None = None,
+    ) -> None:
         self.port = int(env["PORT"])
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
         self._log = open(log_path, "ab")  # noqa: SIM115 (kept open for the child's lifetime)
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "service"],
+            command or [sys.executable, "-m", "service"],
             env=env,
             cwd=REPO_ROOT,
             stdout=self._log,

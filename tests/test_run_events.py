@@ -1,0 +1,212 @@
+"""Run events: every AgentChat message and event type maps onto one, nothing is dropped, and the
+transcript keeps parallel agents' turns whole."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from autogen_agentchat.messages import (
+    BaseAgentEvent,
+    CodeExecutionEvent,
+    CodeGenerationEvent,
+    HandoffMessage,
+    MemoryQueryEvent,
+    MessageFactory,
+    ModelClientStreamingChunkEvent,
+    MultiModalMessage,
+    SelectorEvent,
+    SelectSpeakerEvent,
+    StopMessage,
+    StructuredMessage,
+    TextMessage,
+    ThoughtEvent,
+    ToolCallExecutionEvent,
+    ToolCallRequestEvent,
+    ToolCallSummaryMessage,
+    UserInputRequestedEvent,
+)
+from autogen_core import FunctionCall, Image
+from autogen_core.code_executor import CodeBlock, CodeResult
+from autogen_core.memory import MemoryContent
+from autogen_core.models import FunctionExecutionResult
+from pydantic import BaseModel
+
+from service.encoders.transcript import ACTIVITY, ANSWER, Projection
+from service.runs.agentchat import AgentChatTranslator
+from service.runs.events import (
+    Activity,
+    AgentTurnEnded,
+    AgentTurnStarted,
+    CodeExecuted,
+    CodeGenerated,
+    FinalAnswer,
+    Handoff,
+    InputRequested,
+    MemoryQueried,
+    RunEvent,
+    RunStarted,
+    SpeakerSelected,
+    TextDelta,
+    Thought,
+    ToolCallRequested,
+    ToolResult,
+)
+
+
+class Verdict(BaseModel):
+    approved: bool
+
+
+CALL = FunctionCall(id="c1", name="get_weather", arguments='{"city": "Paris"}')
+RESULT = FunctionExecutionResult(content="Sunny", name="get_weather", call_id="c1", is_error=False)
+SAMPLES: dict[str, tuple[Any, type]] = {
+    "TextMessage": (TextMessage(source="a", content="hello"), TextDelta),
+    "MultiModalMessage": (
+        MultiModalMessage(
+            source="a",
+            content=[
+                "look",
+                Image.from_base64(
+                    "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg=="
+                ),
+            ],
+        ),
+        TextDelta,
+    ),
+    "StructuredMessage": (StructuredMessage[Verdict](source="a", content=Verdict(approved=True)), TextDelta),
+    "StopMessage": (StopMessage(source="a", content="stop"), Activity),
+    "HandoffMessage": (HandoffMessage(source="a", target="b", content="over to b"), Handoff),
+    "ToolCallSummaryMessage": (
+        ToolCallSummaryMessage(source="a", content="Sunny", tool_calls=[CALL], results=[RESULT]),
+        AgentTurnEnded,
+    ),
+    "ToolCallRequestEvent": (ToolCallRequestEvent(source="a", content=[CALL]), ToolCallRequested),
+    "ToolCallExecutionEvent": (ToolCallExecutionEvent(source="a", content=[RESULT]), ToolResult),
+    "ThoughtEvent": (ThoughtEvent(source="a", content="hmm"), Thought),
+    "ModelClientStreamingChunkEvent": (ModelClientStreamingChunkEvent(source="a", content="tok"), TextDelta),
+    "UserInputRequestedEvent": (UserInputRequestedEvent(source="a", request_id="r"), InputRequested),
+    "MemoryQueryEvent": (
+        MemoryQueryEvent(source="a", content=[MemoryContent(content="likes teal", mime_type="text/plain")]),
+        MemoryQueried,
+    ),
+    "CodeGenerationEvent": (
+        CodeGenerationEvent(
+            source="a",
+            content="```python\nprint(1)\n```",
+            code_blocks=[CodeBlock(code="print(1)", language="python")],
+            retry_attempt=0,
+        ),
+        CodeGenerated,
+    ),
+    "CodeExecutionEvent": (
+        CodeExecutionEvent(source="a", result=CodeResult(exit_code=0, output="1"), retry_attempt=0),
+        CodeExecuted,
+    ),
+    "SelectSpeakerEvent": (SelectSpeakerEvent(source="manager", content=["a"]), SpeakerSelected),
+    "SelectorEvent": (SelectorEvent(source="manager", content="thinking"), Activity),
+}
+
+
+def test_every_agentchat_type_is_in_the_samples() -> None:
+    registered = set(MessageFactory()._message_types)  # every type AgentChat 0.7.5 knows
+    assert registered <= set(SAMPLES), registered - set(SAMPLES)
+
+
+@pytest.mark.parametrize("name", sorted(SAMPLES))
+def test_every_agentchat_type_maps_onto_a_run_event(name: str) -> None:
+    message, expected = SAMPLES[name]
+    events = AgentChatTranslator(members=frozenset({"a", "b"})).message(message)
+    assert any(isinstance(event, expected) for event in events), events
+
+
+def test_an_unknown_type_becomes_an_activity_nothing_is_dropped() -> None:
+    class PlanApproved(BaseAgentEvent):
+        content: str = "plan approved"
+
+        def to_text(self) -> str:
+            return self.content
+
+    events = AgentChatTranslator(members=frozenset({"a"})).message(PlanApproved(source="a"))
+    assert events == [Activity("a", "PlanApproved", "plan approved")]
+
+
+def test_the_requests_own_messages_are_never_the_answer() -> None:
+    earlier = TextMessage(source="assistant", content="An earlier answer.")
+    translator = AgentChatTranslator(members=frozenset({"a"}), task_message_ids=frozenset({id(earlier)}))
+    assert translator.message(earlier) == []
+    handoff = HandoffMessage(source="a", target="user", content="Transferred to user.")
+    translator.message(handoff)
+    answer = translator.final_answer()
+    assert answer.text != "An earlier answer." and translator.input_request is not None
+
+
+def test_text_before_a_tool_call_is_not_the_answer() -> None:
+    translator = AgentChatTranslator(members=frozenset({"a"}))
+    for token in ("Let me ", "look that up."):
+        translator.token("a", token)
+    translator.message(ThoughtEvent(source="a", content="Let me look that up."))  # streamed: not repeated
+    translator.message(ToolCallRequestEvent(source="a", content=[CALL]))
+    translator.message(ToolCallExecutionEvent(source="a", content=[RESULT]))
+    for token in ("It is ", "sunny."):
+        translator.token("a", token)
+    events = translator.message(TextMessage(source="a", content="It is sunny."))
+    assert not any(isinstance(event, TextDelta) and event.text == "It is sunny." for event in events)
+    assert translator.final_answer() == FinalAnswer("a", "It is sunny.")
+
+
+def transcript(events: list[RunEvent], mode: Any = "reasoning") -> tuple[str, str]:
+    projection = Projection(mode)
+    answer, activity = [], []
+    for event in events:
+        if isinstance(event, RunStarted):
+            projection.start(event)
+        for piece in projection.feed(event):
+            (answer if piece.channel == ANSWER else activity).append(piece.text)
+    return "".join(answer), "".join(activity)
+
+
+def test_parallel_agents_turns_stay_whole_in_the_transcript() -> None:
+    interleaved: list[RunEvent] = [RunStarted("r", "graph", ("left", "right"))]
+    interleaved += [AgentTurnStarted("left"), AgentTurnStarted("right")]
+    for index in range(3):
+        interleaved += [TextDelta("left", f" L{index}"), TextDelta("right", f" R{index}")]
+    interleaved += [AgentTurnEnded("right"), AgentTurnEnded("left"), FinalAnswer("left", "done")]
+    answer, activity = transcript(interleaved)
+    assert activity == "**left:**  L0 L1 L2\n\n**right:**  R0 R1 R2"
+    assert answer == "done"
+
+
+@pytest.mark.parametrize(
+    ("mode", "answer", "activity"),
+    [
+        ("reasoning", "The answer.", "**planner:** plan\n\n**reviewer** writes the answer.\n"),
+        ("content", "**planner:** plan\n\n**reviewer:** The answer.", ""),
+        ("none", "The answer.", ""),
+    ],
+)
+def test_the_three_activity_modes(mode: str, answer: str, activity: str) -> None:
+    events: list[RunEvent] = [
+        RunStarted("r", "team", ("planner", "reviewer"), live_answer_agent="reviewer"),
+        AgentTurnStarted("planner"),
+        TextDelta("planner", "plan"),
+        AgentTurnEnded("planner"),
+        AgentTurnStarted("reviewer"),
+        TextDelta("reviewer", "The answer."),
+        AgentTurnEnded("reviewer"),
+        FinalAnswer("reviewer", "The answer."),
+    ]
+    assert transcript(events, mode) == (answer, activity)
+
+
+def test_activity_pieces_carry_the_structured_event() -> None:
+    projection = Projection("reasoning")
+    pieces = projection.feed(ToolCallRequested("a", "c1", "get_weather", '{"city": "Paris"}'))
+    assert pieces[0].channel == ACTIVITY
+    assert pieces[0].activity == {
+        "type": "tool_call",
+        "agent": "a",
+        "call_id": "c1",
+        "tool": "get_weather",
+        "arguments": '{"city": "Paris"}',
+    }
