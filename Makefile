@@ -34,7 +34,7 @@ dev: $(STAMP)
 
 ## serve: install the runtime dependencies into .venv and serve the embedded default (gunicorn + uvicorn workers)
 serve: $(SERVE_STAMP)
-	$(BIN)/autogen-service
+	@$(BIN)/autogen-service
 
 ## system-deps: the Debian packages the tests use (redis-server, prometheus/promtool, chromium for
 ## the browser tests, driven by Playwright: `playwright install` cannot download browsers here)

@@ -239,8 +239,9 @@ async def run_one_stream(
                         raise StreamError("bad_id", f"{obj.get('id')} != {cid}")
                     choices = obj.get("choices")
                     if choices:
-                        content = (choices[0].get("delta") or {}).get("content")
-                        if content:
+                        delta = choices[0].get("delta") or {}
+                        # A token a person sees: the answer's, or the team's work (reasoning_content).
+                        if delta.get("content") or delta.get("reasoning_content"):
                             chunks += 1
                             if first is None:
                                 first = time.perf_counter()

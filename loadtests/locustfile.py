@@ -14,15 +14,16 @@ With no class and no tag, ``StreamingUser``, ``NonStreamingUser`` and ``MixedUse
 Custom metrics (request type ``SSE`` in the stats, CSV and HTML report; the "response time" column holds
 the value, in ms or per second as named), per model:
 
-- ``time_to_first_token [model]`` (ms from sending the request to the first non-empty content delta),
-- ``inter_chunk_latency [model]`` (ms between consecutive content chunks),
+- ``time_to_first_token [model]`` (ms from sending the request to the first token a person sees: a
+  non-empty ``content`` delta, or ``reasoning_content``, the team's work),
+- ``inter_chunk_latency [model]`` (ms between consecutive such chunks),
 - ``stream_total_time [model]`` (ms from sending the request to ``[DONE]``),
-- ``chunks_per_s [model]`` (content chunks / total stream time),
+- ``chunks_per_s [model]`` (those chunks / total stream time),
 - ``tokens_per_s [model]`` (``usage.completion_tokens`` of the usage chunk / total stream time).
 
 A stream counts as a failure when: HTTP status is not 200, the content type is not ``text/event-stream``,
 an event is not JSON or carries ``error``, the chunks' ``id``/``created``/``object`` are wrong or change,
-there is no content at all, or ``[DONE]`` never comes.
+there is no answer (``content``) at all, or ``[DONE]`` never comes.
 
 Options (also as environment variables): ``--model`` (``LOCUST_MODEL``, comma-separated to spread over
 models), ``--api-key`` (``LOCUST_API_KEY``, else ``OPENAI_API_KEY``), ``--prompt``, ``--max-tokens``,
@@ -190,6 +191,7 @@ class ChatClientMixin(HttpUser):
         last: float | None = None
         gaps: list[float] = []
         chunks = 0
+        answered = False
         tokens: int | None = None
         done = False
         cid: Any = None
@@ -226,7 +228,10 @@ class ChatClientMixin(HttpUser):
                     elif obj.get("id") != cid or obj.get("created") != created:
                         raise StreamFailure(f"chunk id changed: {obj.get('id')!r} != {cid!r}")
                     choices = obj.get("choices") or []
-                    if choices and (choices[0].get("delta") or {}).get("content"):
+                    delta = (choices[0].get("delta") or {}) if choices else {}
+                    answered = answered or bool(delta.get("content"))
+                    # A token a person sees: the answer's, or the team's work (reasoning_content).
+                    if delta.get("content") or delta.get("reasoning_content"):
                         chunks += 1
                         if first is None:
                             first = now
@@ -239,8 +244,8 @@ class ChatClientMixin(HttpUser):
         end = time.perf_counter()
         if not done:
             raise StreamFailure("stream ended without [DONE]")
-        if first is None:
-            raise StreamFailure("stream without any content")
+        if not answered:
+            raise StreamFailure("stream without any content (no answer)")
         return first, gaps, end, chunks, tokens
 
     # -- non-streaming --------------------------------------------------------------------------------------

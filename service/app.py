@@ -61,7 +61,7 @@ def create_app(
         workflows = registry or WorkflowRegistry(settings)
         report = workflows.load_defaults()
         await workflows.start_shared()
-        agents = {name for workflow in workflows.all() for name in workflow.agent_names}
+        agents = {workflow.id: workflow.agent_names for workflow in workflows.all()}
         service_metrics = ServiceMetrics(
             known_models=[workflow.id for workflow in workflows.all()], known_agents=agents
         )

@@ -81,6 +81,17 @@ class Settings(BaseSettings):
     rate_limit_storage_uri: str = "memory://"
     max_concurrent_workflows: int = Field(64, ge=1, le=100_000)
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # Wrong API keys per client IP and worker (e.g. `10/minute`; empty = off): beyond it 429.
+    auth_failure_limit: str = "10/minute"
+    # HTTP connections, checked by each worker before the app sees a request (see
+    # service/protection/connections.py): request line + headers at most `max_header_bytes` (431),
+    # received within `header_timeout_s`, the body within `body_timeout_s` (408); at most
+    # `max_connections` open connections per worker; the open-files limit raised to `fd_limit`.
+    max_header_bytes: int = Field(65_536, ge=1024, le=16_777_216)
+    header_timeout_s: float = Field(10.0, gt=0, le=3600)
+    body_timeout_s: float = Field(30.0, gt=0, le=3600)
+    max_connections: int = Field(1000, ge=1, le=1_000_000)
+    fd_limit: int = Field(65_536, ge=256, le=1_048_576)
 
     # Tracing: the standard OpenTelemetry variables (the OTLP exporter reads the rest itself)
     otel_service_name: str = "autogen-service"
@@ -123,7 +134,7 @@ class Settings(BaseSettings):
             return [origin.strip() for origin in value.split(",") if origin.strip()]
         return value
 
-    @field_validator("rate_limit")
+    @field_validator("rate_limit", "auth_failure_limit")
     @classmethod
     def _check_rate_limit(cls, value: str) -> str:
         import re

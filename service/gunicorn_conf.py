@@ -1,24 +1,30 @@
-"""gunicorn configuration: uvicorn workers, graceful drain, Prometheus multiprocess hygiene.
+"""gunicorn configuration: uvicorn workers, graceful drain, JSON logs, Prometheus multiprocess hygiene.
 
 Used as `gunicorn -c python:service.gunicorn_conf "service.app:create_app()"` (what the
-`autogen-service` command runs). Values come from the same typed settings as the app.
+`autogen-service` command runs, handing over the socket it has already bound). Values come from the
+same typed settings as the app.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
+import socket
 from pathlib import Path
 from typing import Any
 
 from service.config import load_settings
+from service.protection.connections import raise_fd_limit
+from service.protection.install import report_from_master
 
 _settings = load_settings()
+logger = logging.getLogger("service")
 
 bind = f"{_settings.host}:{_settings.port}"
 workers = _settings.workers
 # uvicorn_worker.UvicornWorker with the streaming drain (readiness 503 at once on SIGTERM, then open
-# streams run to [DONE]); see service/protection/worker.py.
+# streams run to [DONE]) and the connection limits; see service/protection/worker.py.
 worker_class = "service.protection.worker.DrainingUvicornWorker"
 graceful_timeout = int(_settings.graceful_timeout_s)
 # Streams are long: the worker heartbeat timeout must not kill a busy worker; uvicorn workers
@@ -29,6 +35,8 @@ keepalive = int(_settings.keepalive_s)
 accesslog = None
 errorlog = "-"
 loglevel = _settings.log_level.lower()
+# gunicorn's own lines in the service's JSON format.
+logger_class = "service.observability.logging.GunicornLogger"
 proc_name = "autogen-service"
 # gunicorn's runtime control socket (`gunicornc`: reload, resize, stop) is not used: without this
 # every instance binds $HOME/.gunicorn/gunicorn.ctl (one path shared by all instances of a user),
@@ -37,7 +45,8 @@ control_socket_disable = True
 
 
 def on_starting(server: Any) -> None:
-    """Empty the Prometheus multiprocess directory before any worker starts."""
+    """Before any worker starts: empty the metrics directory, raise the open-files limit, log the
+    settings once for all workers, and make Ctrl-C drain like SIGTERM."""
     directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
     if directory:
         path = Path(directory)
@@ -48,6 +57,35 @@ def on_starting(server: Any) -> None:
                 else:
                     child.unlink()
         path.mkdir(parents=True, exist_ok=True)
+    raise_fd_limit(_settings.fd_limit)
+    report_from_master(_settings)
+    # gunicorn quits at once on SIGINT; `make serve` users press Ctrl-C and expect open streams to
+    # finish. A second Ctrl-C during the drain still quits at once (gunicorn's quick shutdown).
+    server.handle_int = server.handle_term
+
+
+def when_ready(server: Any) -> None:
+    """The listener is bound: say where to go."""
+    for listener in server.LISTENERS:
+        address = listener.sock.getsockname()
+        if listener.sock.family not in (socket.AF_INET, socket.AF_INET6):
+            continue
+        host, port = address[0], address[1]
+        everywhere = host in ("0.0.0.0", "::")
+        if everywhere:
+            host = "127.0.0.1" if host == "0.0.0.0" else "::1"
+        shown = f"[{host}]" if ":" in host else host
+        url = f"http://{shown}:{port}"
+        logger.info(
+            f"listening on {url} (playground {url}/, API docs {url}/docs)",
+            extra={
+                "url": url,
+                "playground": f"{url}/",
+                "docs": f"{url}/docs",
+                "workers": _settings.workers,
+                "all_interfaces": everywhere,
+            },
+        )
 
 
 def child_exit(server: Any, worker: Any) -> None:

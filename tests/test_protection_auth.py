@@ -15,7 +15,7 @@ import pytest
 
 from service.app import create_app
 from service.protection import auth
-from service.protection.auth import ApiKeys, fingerprint
+from service.protection.auth import ApiKeys, FailedAuthLimiter, fingerprint
 from tests.conftest import make_settings, running_app
 from tests.helpers.server import start_service
 
@@ -56,7 +56,8 @@ def _concrete(path: str) -> str:
 
 
 async def test_every_route_except_health_metrics_and_docs_refuses_a_missing_or_wrong_key() -> None:
-    app = create_app(make_settings(api_keys=f"{KEY},{OTHER_KEY}"))
+    # (Failed authentications are not limited here: this client sends hundreds of wrong keys.)
+    app = create_app(make_settings(api_keys=f"{KEY},{OTHER_KEY}", auth_failure_limit=""))
     # Every operation of the schema (a route added later is covered without editing this test).
     protected = [
         (method.upper(), _concrete(path))
@@ -230,3 +231,58 @@ async def test_cors_when_origins_are_set() -> None:
         assert "x-ratelimit-remaining" in response.headers["access-control-expose-headers"].lower()
         other = await client.get("/v1/models", headers={"Origin": "https://evil.example"})
         assert "access-control-allow-origin" not in other.headers
+
+
+def _client_at(app: object, host: str) -> httpx.AsyncClient:
+    transport = httpx.ASGITransport(app=app, client=(host, 40000))  # type: ignore[arg-type]
+    return httpx.AsyncClient(transport=transport, base_url="http://testserver")
+
+
+async def test_wrong_keys_are_limited_per_client_and_logged_once_per_window(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    app = create_app(make_settings(api_keys=KEY, auth_failure_limit="3/minute"))
+    wrong, right = {"Authorization": "Bearer sk-guess"}, {"Authorization": f"Bearer {KEY}"}
+    guesser, other = _client_at(app, "198.51.100.7"), _client_at(app, "198.51.100.8")
+    async with running_app(app) as local, guesser, other:
+        with caplog.at_level(logging.INFO, logger="service.protection.auth"):
+            statuses = [(await guesser.get("/v1/models", headers=wrong)).status_code for _ in range(8)]
+            assert statuses == [401] * 3 + [429] * 5
+            limited = await guesser.post(
+                "/v1/chat/completions", json={"model": "echo", "messages": QUESTION}, headers=right
+            )
+            # Past the limit even a right key is refused, or the answer would tell which guess was right.
+            assert limited.status_code == 429
+            error = limited.json()["error"]
+            assert error["type"] == "rate_limit_error" and error["code"] == "too_many_auth_failures"
+            assert 1 <= int(limited.headers["retry-after"]) <= 60
+            # Other clients are not affected, and a missing key is not a guess.
+            assert (await other.get("/v1/models", headers=right)).status_code == 200
+            assert [(await local.get("/v1/models")).status_code for _ in range(5)] == [401] * 5
+            assert (await local.get("/v1/models", headers=right)).status_code == 200
+        metrics = (await local.get("/metrics")).text
+    assert 'autogen_rejected_total{reason="auth_failures"} 6.0' in metrics
+    assert 'autogen_rejected_total{reason="unauthorized"} 8.0' in metrics
+    invalid = [r for r in caplog.records if r.getMessage() == "request with an invalid API key refused"]
+    blocked = [r for r in caplog.records if r.getMessage().startswith("too many invalid API keys")]
+    assert len(invalid) == 1 and len(blocked) == 1  # once per client and window, not per request
+    assert blocked[0].__dict__["client"] == "198.51.100.7" and blocked[0].levelno == logging.WARNING
+    assert "sk-guess" not in caplog.text
+
+
+def test_failed_authentications_are_counted_in_fixed_windows_in_bounded_memory() -> None:
+    now = [0.0]
+    limiter = FailedAuthLimiter(2, 60.0, max_clients=100, clock=lambda: now[0])
+    assert [limiter.failed("192.0.2.1") for _ in range(2)] == [1, 2]
+    assert limiter.retry_after("192.0.2.1") == 60.0 and limiter.retry_after("192.0.2.2") is None
+    now[0] = 59.0
+    assert limiter.retry_after("192.0.2.1") == 1.0
+    now[0] = 60.0
+    assert limiter.retry_after("192.0.2.1") is None  # a new window
+    for number in range(1000):
+        limiter.failed(f"10.0.{number // 256}.{number % 256}")
+    assert len(limiter._windows) == 100  # the least recently seen clients are forgotten first
+    # One IPv6 subscriber (a /64) is one client; an IPv4-mapped address is its IPv4 address.
+    assert FailedAuthLimiter.client_of("2001:db8:1:2::1") == FailedAuthLimiter.client_of("2001:db8:1:2:ff::9")
+    assert FailedAuthLimiter.client_of("::ffff:192.0.2.1") == "192.0.2.1"
+    assert FailedAuthLimiter.client_of("not-an-address") == "not-an-address"

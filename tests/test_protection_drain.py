@@ -66,7 +66,10 @@ def _complete(result: StreamResult) -> bool:
     finishing = [event for event in events if event["choices"] and event["choices"][0]["finish_reason"]]
     text = "".join(e["choices"][0]["delta"].get("content") or "" for e in events if e["choices"])
     return (
-        len(finishing) == 1 and finishing[0]["choices"][0]["finish_reason"] == "stop" and "reviewer" in text
+        len(finishing) == 1
+        and finishing[0]["choices"][0]["finish_reason"] == "stop"
+        and finishing[0].get("final_answer_agent") == "reviewer"
+        and text.startswith("Review:")  # the whole answer: the last agent's text, streamed to its end
     )
 
 

@@ -11,11 +11,12 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import openai
 import pytest
 
 from loadtests.fake_llm import FakeLLMProcess, start_fake_llm_process
-from service.autogen_server import upstream_error
+from service.runs.errors import UpstreamModelError, UpstreamModelTimeout, failure_kind
+from service.runs.events import FailureKind, RunEnded, RunEndReason
+from service.serving.errors import run_failure
 from tests.helpers.probes import metric, wait_until
 from tests.helpers.server import ServiceProcess, free_port, start_service
 
@@ -33,6 +34,14 @@ def _stream_events(service: ServiceProcess, model: str = "echo") -> tuple[int, l
     body = {"model": model, "messages": QUESTION, "stream": True}
     with httpx.stream("POST", f"{service.base_url}/v1/chat/completions", json=body, timeout=60) as response:
         return response.status_code, [line for line in response.iter_lines() if line.startswith("data: ")]
+
+
+def _stream_response(service: ServiceProcess, model: str = "echo") -> httpx.Response:
+    """A streaming request whose answer is read whole (an error before the first byte is JSON)."""
+    body = {"model": model, "messages": QUESTION, "stream": True}
+    with httpx.stream("POST", f"{service.base_url}/v1/chat/completions", json=body, timeout=60) as response:
+        response.read()
+    return response
 
 
 def _last_error(events: list[str]) -> dict[str, Any]:
@@ -72,9 +81,9 @@ def test_deadline_before_the_first_byte_is_a_504_and_after_it_an_error_event(
             response.json()["error"]["code"] == "timeout"
             and response.json()["error"]["type"] == "timeout_error"
         )
-        status, events = _stream_events(service)
-        assert status == 200  # the stream had started (role chunk): the deadline is an error event
-        assert _last_error(events)["code"] == "timeout"
+        # A stream's status waits for its first event: the deadline came first, so a real 504 too.
+        streamed = _stream_response(service)
+        assert streamed.status_code == 504 and streamed.json()["error"]["code"] == "timeout"
         assert wait_until(lambda: metric(service.base_url, "autogen_active_workflows") == 0, 10)
         assert wait_until(lambda: fake_llm.stats()["in_flight"] == 0, 10)  # the upstream calls were dropped
         assert metric(service.base_url, "autogen_requests_total", outcome="timeout") == 2
@@ -96,8 +105,13 @@ def test_upstream_errors_are_502_without_upstream_details(
             response = _complete(service, model)
             assert response.status_code == 502 and response.json()["error"]["code"] == "upstream_error"
             texts.append(response.text)
-        status, events = _stream_events(service, model)
-        assert status == 200 and _last_error(events)["code"] == "upstream_error"
+        if kind == "http":  # before the first byte: the stream gets the real status
+            streamed = _stream_response(service, model)
+            assert streamed.status_code == 502 and streamed.json()["error"]["code"] == "upstream_error"
+            events = [streamed.text]
+        else:  # after some tokens: an error event ends the stream
+            status, events = _stream_events(service, model)
+            assert status == 200 and _last_error(events)["code"] == "upstream_error"
         for text in (*texts, *events):
             assert not any(detail in text for detail in UPSTREAM_TEXT), text
             assert "sk-upstream-secret" not in text and "Traceback" not in text
@@ -113,8 +127,9 @@ def test_an_llm_url_with_credentials_never_reaches_a_client(tmp_path: Path) -> N
     ) as service:
         response = _complete(service)
         assert response.status_code == 502
-        status, events = _stream_events(service)
-        assert status == 200 and _last_error(events)["code"] == "upstream_error"
+        streamed = _stream_response(service)
+        assert streamed.status_code == 502 and streamed.json()["error"]["code"] == "upstream_error"
+        events = [streamed.text]
         logs = service.logs()
     for text in (response.text, *events, logs):
         assert "pa55w0rd-in-url" not in text and "sk-also-secret" not in text
@@ -131,16 +146,16 @@ def test_embedded_model_deadline(tmp_path: Path) -> None:
         assert metric(service.base_url, "autogen_active_streams") == 0
 
 
-def test_upstream_error_mapping_sees_through_agentchat_runtime_errors() -> None:
-    request = httpx.Request("POST", "http://upstream/v1/chat/completions")
-    timeout = upstream_error(openai.APITimeoutError(request))
-    assert timeout is not None and timeout.status_code == 504
-    in_stream = upstream_error(openai.APIError("injected", request, body=None))
-    assert in_stream is not None and in_stream.status_code == 502
+def test_upstream_failures_are_classified_even_through_agentchat_runtime_errors() -> None:
+    assert failure_kind(UpstreamModelTimeout("APITimeoutError")) is FailureKind.UPSTREAM_TIMEOUT
+    assert failure_kind(UpstreamModelError("APIStatusError")) is FailureKind.UPSTREAM_ERROR
     # A team re-raises an agent's error as RuntimeError("<TypeName>: <message>\nTraceback: ...").
-    team = upstream_error(RuntimeError("InternalServerError: Error code: 500 - secret body\nTraceback: ..."))
-    assert team is not None and team.status_code == 502 and "secret" not in team.message
-    team_timeout = upstream_error(RuntimeError("APITimeoutError: Request timed out."))
-    assert team_timeout is not None and team_timeout.status_code == 504
-    assert upstream_error(RuntimeError("ValueError: a bug of ours")) is None
-    assert upstream_error(ValueError("InternalServerError: not from the upstream")) is None
+    team = RuntimeError("UpstreamModelError: InternalServerError: secret body\nTraceback: ...")
+    assert failure_kind(team) is FailureKind.UPSTREAM_ERROR
+    assert failure_kind(RuntimeError("UpstreamModelTimeout: APITimeoutError")) is FailureKind.UPSTREAM_TIMEOUT
+    assert failure_kind(RuntimeError("ValueError: a bug of ours")) is FailureKind.INTERNAL
+    assert failure_kind(ValueError("UpstreamModelError: not from the upstream")) is FailureKind.INTERNAL
+    failure = run_failure(RunEnded(RunEndReason.FAILED, failure=FailureKind.UPSTREAM_ERROR))
+    assert failure is not None and failure[0].status_code == 502 and "secret" not in failure[0].message
+    timeout = run_failure(RunEnded(RunEndReason.FAILED, failure=FailureKind.UPSTREAM_TIMEOUT))
+    assert timeout is not None and timeout[0].status_code == 504

@@ -6,7 +6,12 @@ streaming route still streams, and the fail-open circuit breaker.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
+import signal
+import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -17,7 +22,13 @@ import pytest
 from limits.errors import StorageError
 
 from service.app import create_app
-from service.protection.ratelimit import ChatRateLimiter, _storage_options, redact_uri
+from service.protection.ratelimit import (
+    COOL_DOWN_S,
+    MAX_COOL_DOWN_S,
+    ChatRateLimiter,
+    _storage_options,
+    redact_uri,
+)
 from tests.conftest import make_settings, running_app
 from tests.helpers.probes import metric, requests_by_worker, send_until_workers_served, wait_until
 from tests.helpers.redis_server import RedisServer, requires_redis
@@ -208,3 +219,81 @@ def test_redis_storage_fails_fast_and_a_dead_cluster_does_not_stop_start_up() ->
         )
     )
     assert limiter.limiter is None
+
+
+@requires_redis
+def test_limits_apply_again_within_two_seconds_after_a_redis_stall(tmp_path: Path) -> None:
+    # The attack run: a 1.5 s SIGSTOP of Redis under load doubled the cool-down on every in-flight
+    # failure (1 s to 30 s within a second), and ~800 requests passed a 5/minute limit afterwards.
+    with RedisServer(tmp_path / "redis") as redis_server:
+        service = start_service(
+            tmp_path,
+            WORKERS="2",
+            API_KEYS=KEY_A,
+            RATE_LIMIT="5/minute",
+            RATE_LIMIT_STORAGE_URI=redis_server.url,
+            ACCESS_LOG="false",
+        )
+        with service:
+            stop = threading.Event()
+            sent: list[tuple[float, int]] = []  # (time sent, status)
+
+            def load() -> None:
+                with httpx.Client(timeout=10) as client:
+                    while not stop.is_set() and len(sent) < 20_000:
+                        started = time.monotonic()
+                        response = client.post(
+                            f"{service.base_url}/v1/chat/completions",
+                            json=BODY,
+                            headers={"Authorization": f"Bearer {KEY_A}"},
+                        )
+                        sent.append((started, response.status_code))
+
+            with ThreadPoolExecutor(16) as pool:
+                for _ in range(16):
+                    pool.submit(load)
+                assert wait_until(lambda: sum(status == 429 for _, status in sent) >= 50, 30)
+                os.kill(redis_server.proc.pid, signal.SIGSTOP)
+                time.sleep(1.5)
+                resumed = time.monotonic()
+                os.kill(redis_server.proc.pid, signal.SIGCONT)
+                time.sleep(4)
+                stop.set()
+            let_through = [at - resumed for at, status in sent if at >= resumed and status == 200]
+            after_two_s = [status for started, status in sent if started >= resumed + 2]
+            # Over the limit the whole time: a 200 after the stall is a request let through unchecked.
+            assert after_two_s and set(after_two_s) == {429}, (len(let_through), max(let_through, default=0))
+            assert metric(service.base_url, "autogen_ratelimit_storage_errors_total") > 0
+            logs = service.logs()
+    assert logs.count("rate-limit storage unreachable") <= 2  # one per worker and outage
+    assert "rate-limit storage reachable again" in logs
+
+
+class _StalledStorage:
+    """Stands in for the limiter's storage call: blocks like a stopped Redis, then fails."""
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+        self.calls = 0
+
+    def __call__(self, **_: Any) -> None:
+        self.calls += 1
+        self.release.wait(10)
+        raise StorageError(TimeoutError("Timeout reading from 127.0.0.1:6379"))
+
+
+async def test_failures_in_flight_together_back_off_once() -> None:
+    limiter = ChatRateLimiter(make_settings(rate_limit="1/minute"))
+    stalled = _StalledStorage()
+    limiter._check_in_storage = stalled
+    app = create_app(make_settings(rate_limit="1/minute"))
+    async with running_app(app) as client:
+        app.state.rate_limiter = limiter
+        in_flight = [asyncio.create_task(client.post("/v1/chat/completions", json=BODY)) for _ in range(20)]
+        assert await asyncio.to_thread(lambda: wait_until(lambda: stalled.calls == 20, 10))
+        stalled.release.set()
+        statuses = [response.status_code for response in await asyncio.gather(*in_flight)]
+    assert statuses == [200] * 20  # fail-open
+    # Twenty failures of one period: the cool-down doubled once (it used to double twenty times).
+    assert limiter._cool_down_s == 2 * COOL_DOWN_S and limiter._period == 1
+    assert MAX_COOL_DOWN_S <= 1.0

@@ -78,8 +78,11 @@ def stored_objects(base_url: str) -> str:
 
 
 def test_the_service_honours_its_own_schema(tmp_path: Path) -> None:
-    # A high rate limit: the limiter is on the request path but never the reason for an answer.
-    with start_service(tmp_path, API_KEYS=API_KEY, RATE_LIMIT="100000/minute") as service:
+    # High limits: the limiters are on the request path but never the reason for an answer (the
+    # auth checks send wrong keys on purpose).
+    with start_service(
+        tmp_path, API_KEYS=API_KEY, RATE_LIMIT="100000/minute", AUTH_FAILURE_LIMIT="100000/minute"
+    ) as service:
         (tmp_path / "schemathesis.toml").write_text(stored_objects(service.base_url))
         result = subprocess.run(
             [

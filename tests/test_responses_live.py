@@ -113,7 +113,7 @@ def stored_by(service: ServiceProcess) -> dict[str, int]:
     for line in service.logs().splitlines():
         if '"turn stored"' in line:
             record = json.loads(line)
-            workers[record["response_id"]] = record["worker_pid"]
+            workers[record["response_id"]] = record["pid"]
     return workers
 
 

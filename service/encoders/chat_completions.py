@@ -34,7 +34,7 @@ from service.contract.chat import (
 )
 from service.contract.sse import EventTemplate, slot_mark
 from service.encoders.transcript import ACTIVITY, ANSWER, Piece, Projection
-from service.runs.events import FinalAnswer, RunEnded, RunEndReason, RunEvent, RunStarted
+from service.runs.events import FinalAnswer, RunEnded, RunEndReason, RunEvent, RunStarted, TextDelta
 
 NO_ANSWER_MESSAGE = "The agents finished without producing an answer."
 _LENGTH_REASONS = frozenset({RunEndReason.TURN_CAP, RunEndReason.TOKEN_CAP})
@@ -87,27 +87,34 @@ class ChatStreamEncoder:
     def _template(self, delta: dict[str, str], slots: int) -> EventTemplate:
         return EventTemplate(self.encode(self.chunk(delta)), slots)
 
-    def _piece_event(self, piece: Piece) -> str:
-        if piece.channel == ANSWER:
+    def _text_event(self, channel: int, text: str, agent: str) -> str:
+        if channel == ANSWER:
             template = self._answer_template
             if template is None:
                 template = self._answer_template = self._template(
                     {"content": slot_mark(0), "name": slot_mark(1)}, 2
                 )
-            return template.render(piece.text, piece.agent)
-        if piece.activity is not None:
-            delta = {"reasoning_content": piece.text, "reasoning": piece.text, "name": piece.agent}
-            return self.encode(self.chunk({**delta, "activity": piece.activity}))
+            return template.render(text, agent)
         template = self._activity_template
         if template is None:
             template = self._activity_template = self._template(
                 {"reasoning_content": slot_mark(0), "reasoning": slot_mark(0), "name": slot_mark(1)}, 2
             )
-        return template.render(piece.text, piece.agent)
+        return template.render(text, agent)
+
+    def _piece_event(self, piece: Piece) -> str:
+        if piece.channel == ACTIVITY and piece.activity is not None:
+            delta = {"reasoning_content": piece.text, "reasoning": piece.text, "name": piece.agent}
+            return self.encode(self.chunk({**delta, "activity": piece.activity}))
+        return self._text_event(piece.channel, piece.text, piece.agent)
 
     # --- events -------------------------------------------------------------------------------
     def feed(self, event: RunEvent) -> list[str]:
         """The SSE events to send for one run event (often none, one per token while text flows)."""
+        if type(event) is TextDelta:
+            channel = self.projection.text_channel(event)
+            if channel is not None:
+                return [self._text_event(channel, event.text, event.agent)]
         if isinstance(event, RunStarted):
             self.projection.start(event)
             return [self.encode(self.chunk({"role": "assistant", "content": ""}))]

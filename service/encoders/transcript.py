@@ -200,6 +200,7 @@ class Projection:
     # A team's transcript says who writes the answer; a lone agent's has nothing to add.
     team: bool = False
     answer_sent: bool = False
+    # The transcript shown so far, kept in content mode (where it is the answer).
     transcript: list[str] = field(default_factory=list)
     _sequencer: _Sequencer = field(default_factory=_Sequencer)
     _tail: str = ""  # the end of the transcript shown so far
@@ -207,6 +208,18 @@ class Projection:
     def start(self, run: RunStarted) -> None:
         self.live_answer_agent = run.live_answer_agent
         self.team = len(run.agents) > 1
+
+    def text_channel(self, event: TextDelta) -> int | None:
+        """The hot path (one call per token): the channel the delta goes out on now, or None when
+        it needs `feed` (the transcript is showing another agent's turn, or content mode)."""
+        if event.agent == self.live_answer_agent and self.mode != "content":
+            self.answer_sent = True
+            return ANSWER
+        if self.mode == "reasoning" and event.agent == self._sequencer.current:
+            text = event.text
+            self._tail = text[-2:] if len(text) >= 2 else (self._tail + text)[-2:]
+            return ACTIVITY
+        return None
 
     def feed(self, event: RunEvent) -> list[Piece]:
         out: list[Piece] = []
@@ -271,7 +284,8 @@ class Projection:
                 self.answer_sent = True
             if piece.text:
                 self._tail = (self._tail + piece.text)[-2:]
-            self.transcript.append(piece.text)
+            if self.mode == "content":
+                self.transcript.append(piece.text)
 
     def _answer(self, answer: FinalAnswer, out: list[Piece]) -> None:
         if self.mode == "content":

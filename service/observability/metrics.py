@@ -7,14 +7,19 @@ gunicorn, `PROMETHEUS_MULTIPROC_DIR` makes every worker write its values to shar
 
 from __future__ import annotations
 
+import logging
 import os
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, get_args
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
+
+from service.observability import multiprocess
+
+logger = logging.getLogger(__name__)
 
 Outcome = Literal["ok", "client_error", "server_error", "rate_limited", "cancelled", "timeout"]
 # The API a request came through: the `api` label of the request metrics.
@@ -23,8 +28,24 @@ CoreFunction = Literal[
     "handle_response", "serve_autogen", "generate_streaming_response", "create_non_streaming_response"
 ]
 # `autogen_errors_total{function="unhandled"}`: a 500 raised outside the four core functions.
+ERROR_FUNCTIONS = (*get_args(CoreFunction), "unhandled")
+# `autogen_rejected_total{reason}`: requests (or connections) refused before any work.
+REJECT_REASONS = (
+    "overload",
+    "body_too_large",
+    "unauthorized",
+    "auth_failures",
+    "draining",
+    "headers_too_large",
+    "header_timeout",
+    "body_timeout",
+    "connection_limit",
+)
+TOKEN_KINDS = ("prompt", "completion")
 UNKNOWN_MODEL = "unknown"
 UNKNOWN_AGENT = "other"
+# A failure to write the metric files is logged at most this often per worker (always counted).
+WRITE_ERROR_LOG_INTERVAL_S = 600.0
 
 # LLM calls are slow: the buckets reach well past a minute.
 DURATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 180, 300, 600)
@@ -39,12 +60,30 @@ def multiprocess_dir() -> str | None:
 
 
 class ServiceMetrics:
-    """All metric families of the service, bound to one registry."""
+    """All metric families of the service, bound to one registry.
 
-    def __init__(self, known_models: Iterable[str] = (), known_agents: Iterable[str] = ()) -> None:
+    Every label set known at start (each served model, agent, outcome, core function, rejection
+    reason) is created at 0, so each family is exposed from the first scrape and `rate()` sees the
+    first event. `known_agents` is either each model's agents (`{model: [agent, ...]}`) or one list
+    for every model.
+    """
+
+    def __init__(
+        self,
+        known_models: Iterable[str] = (),
+        known_agents: Iterable[str] | Mapping[str, Iterable[str]] = (),
+    ) -> None:
+        # Before any metric exists: a full metrics filesystem must not kill the worker.
+        multiprocess.install(self._write_error)
+        self._write_errors_logged_at: float | None = None
         self.registry = CollectorRegistry(auto_describe=True)
         self.known_models = frozenset(known_models)
-        self.known_agents = frozenset(known_agents)
+        if isinstance(known_agents, Mapping):
+            agents_by_model = {model: frozenset(agents) for model, agents in known_agents.items()}
+            self.known_agents: frozenset[str] = frozenset().union(*agents_by_model.values())
+        else:
+            self.known_agents = frozenset(known_agents)
+            agents_by_model = dict.fromkeys(self.known_models, self.known_agents)
         registry = self.registry
         self.requests = Counter(
             "autogen_requests_total",
@@ -112,11 +151,21 @@ class ServiceMetrics:
         )
         self.rejected = Counter(
             "autogen_rejected_total",
-            "Requests refused before any work (overload, body_too_large, unauthorized, draining).",
+            "Requests (or connections) refused before any work, by reason.",
             ["reason"],
             registry=registry,
         )
-
+        self.open_connections = Gauge(
+            "autogen_open_connections",
+            "Open HTTP connections.",
+            registry=registry,
+            multiprocess_mode="livesum",
+        )
+        self.metrics_write_errors = Counter(
+            "autogen_metrics_write_errors_total",
+            "Metric values that could not be written to PROMETHEUS_MULTIPROC_DIR (kept in memory instead).",
+            registry=registry,
+        )
         self.state_seconds = Histogram(
             "autogen_state_operation_seconds",
             "Responses API: time to load a team's saved state before a turn, or to save it after.",
@@ -124,8 +173,6 @@ class ServiceMetrics:
             buckets=STATE_SECONDS_BUCKETS,
             registry=registry,
         )
-        for operation in ("load", "save"):  # both series exist (at 0) before the first turn
-            self.state_seconds.labels(operation)
         self.state_bytes = Histogram(
             "autogen_state_bytes",
             "Responses API: size of the team states saved after a turn (their JSON).",
@@ -136,6 +183,48 @@ class ServiceMetrics:
             "autogen_state_store_errors_total",
             "State store operations that failed (unreachable or failing store: the request got 503).",
             registry=registry,
+        )
+        self._create_known_label_sets(agents_by_model)
+
+    def _create_known_label_sets(self, agents_by_model: Mapping[str, Iterable[str]]) -> None:
+        for model in (*sorted(self.known_models), UNKNOWN_MODEL):
+            for api in get_args(Api):
+                for stream in ("true", "false"):
+                    for outcome in get_args(Outcome):
+                        self.requests.labels(api, model, stream, outcome)
+                    self.duration.labels(api, model, stream)
+                self.ttft.labels(api, model)
+            self.stream_chunks.labels(model)
+            self.model_calls.labels(model)
+            for kind in TOKEN_KINDS:
+                self.tokens.labels(model, kind)
+        for model, agents in agents_by_model.items():
+            for agent in sorted(agents):
+                self.agent_messages.labels(model, agent)
+        for function in ERROR_FUNCTIONS:
+            self.errors.labels(function)
+        for reason in REJECT_REASONS:
+            self.rejected.labels(reason)
+        for operation in get_args(StateOperation):
+            self.state_seconds.labels(operation)
+
+    def _write_error(self, exc: OSError) -> None:
+        counter = getattr(self, "metrics_write_errors", None)
+        if counter is not None:
+            counter.inc()
+        now = time.monotonic()
+        logged_at = self._write_errors_logged_at
+        if logged_at is not None and now - logged_at < WRITE_ERROR_LOG_INTERVAL_S:
+            return
+        self._write_errors_logged_at = now
+        logger.error(
+            "metrics cannot be written to PROMETHEUS_MULTIPROC_DIR: this worker keeps serving and holds "
+            "the values it cannot write in memory (not exported) until the directory has room again",
+            extra={
+                "reason": os.strerror(exc.errno) if exc.errno else type(exc).__name__,
+                "directory": multiprocess_dir(),
+                "retry_interval_s": multiprocess.RETRY_INTERVAL_S,
+            },
         )
 
     def model_label(self, model: str) -> str:

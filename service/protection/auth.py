@@ -7,21 +7,29 @@ of a key was right. Logs name a key by its fingerprint (`key-` + 12 hex digits o
 `API_KEYS_FILE` (a mounted Kubernetes Secret: one key per line) is re-read when it changes, at most
 every `KEY_FILE_CHECK_INTERVAL_S`: keys rotate without a restart (add the new key, move the
 clients, remove the old key). With neither variable set, authentication is off.
+
+Wrong keys are limited per client (`AUTH_FAILURE_LIMIT`, e.g. `10/minute`, per worker): past the
+limit, the client's requests get 429 until its window ends, whatever key they carry (a valid key
+passing would tell a guesser which guess was right), and one line is logged per client and window.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
 import logging
+import math
 import os
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Annotated
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from limits import parse as parse_limit
 
 from service.config import Settings, parse_api_keys_file
 from service.contract.errors import OpenAIError
@@ -29,6 +37,9 @@ from service.contract.errors import OpenAIError
 logger = logging.getLogger(__name__)
 
 KEY_FILE_CHECK_INTERVAL_S = 10.0
+# Clients whose failed authentications are remembered per worker; the least recently seen is
+# forgotten first, so memory stays bounded whatever the number of addresses.
+MAX_TRACKED_CLIENTS = 10_000
 
 bearer_scheme = HTTPBearer(
     auto_error=False,
@@ -137,26 +148,128 @@ class ApiKeys:
             logger.error("API_KEYS_FILE holds no key: every request is refused until one is added")
 
 
+class FailedAuthLimiter:
+    """Failed authentications per client in fixed windows, in bounded memory (one worker's count).
+
+    A client is its IP address; an IPv6 client is its /64 network (what one subscriber gets).
+    """
+
+    def __init__(
+        self,
+        amount: int,
+        window_s: float,
+        *,
+        max_clients: int = MAX_TRACKED_CLIENTS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.amount = amount
+        self.window_s = window_s
+        self._max_clients = max_clients
+        self._clock = clock
+        self._windows: OrderedDict[str, tuple[float, int]] = OrderedDict()  # client -> (start, failures)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> FailedAuthLimiter | None:
+        if not settings.auth_failure_limit:
+            return None
+        item = parse_limit(settings.auth_failure_limit)
+        return cls(item.amount, float(item.get_expiry()))
+
+    @staticmethod
+    def client_of(host: str) -> str:
+        try:
+            address = ipaddress.ip_address(host)
+        except ValueError:
+            return host
+        if isinstance(address, ipaddress.IPv6Address):
+            if address.ipv4_mapped is not None:
+                return str(address.ipv4_mapped)
+            return str(ipaddress.ip_network(f"{address}/64", strict=False))
+        return str(address)
+
+    def _current(self, client: str) -> tuple[float, int]:
+        now = self._clock()
+        start, failures = self._windows.get(client, (now, 0))
+        if now - start >= self.window_s:
+            start, failures = now, 0
+        return start, failures
+
+    def retry_after(self, client: str) -> float | None:
+        """Seconds until the client may try again, when it is over the limit; else None."""
+        if client not in self._windows:
+            return None
+        start, failures = self._current(client)
+        if failures < self.amount:
+            return None
+        return start + self.window_s - self._clock()
+
+    def failed(self, client: str) -> int:
+        """Count a failed authentication; the client's failures in its current window."""
+        start, failures = self._current(client)
+        self._windows[client] = (start, failures + 1)
+        self._windows.move_to_end(client)
+        if len(self._windows) > self._max_clients:
+            self._windows.popitem(last=False)
+        return failures + 1
+
+
 def _unauthorized(request: Request, message: str) -> OpenAIError:
+    _count_rejection(request, "unauthorized")
+    return OpenAIError(401, message, code="invalid_api_key", headers={"WWW-Authenticate": "Bearer"})
+
+
+def _count_rejection(request: Request, reason: str) -> None:
     metrics = getattr(request.app.state, "metrics", None)
     if metrics is not None:
-        metrics.rejected.labels("unauthorized").inc()
-    return OpenAIError(401, message, code="invalid_api_key", headers={"WWW-Authenticate": "Bearer"})
+        metrics.rejected.labels(reason).inc()
+
+
+def _too_many_failures(request: Request, retry_after: float) -> OpenAIError:
+    _count_rejection(request, "auth_failures")
+    seconds = max(1, math.ceil(retry_after))
+    return OpenAIError(
+        429,
+        f"Too many requests with an invalid API key from this client. Retry after {seconds} s.",
+        code="too_many_auth_failures",
+        headers={"Retry-After": str(seconds)},
+    )
+
+
+def _wrong_key(request: Request, limiter: FailedAuthLimiter | None, client: str) -> OpenAIError:
+    """Count and log a wrong key: the first of a client's window, and the one that reaches the limit."""
+    failures = limiter.failed(client) if limiter is not None else 1
+    if failures == 1:
+        logger.info(
+            "request with an invalid API key refused",
+            extra={"path": request.url.path, "client": client},
+        )
+    if limiter is not None and failures == limiter.amount:
+        logger.warning(
+            "too many invalid API keys from one client: its requests get 429 until the window ends",
+            extra={"client": client, "failures": failures, "window_s": limiter.window_s},
+        )
+    return _unauthorized(request, "Invalid API key.")
 
 
 async def require_api_key(
     request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)],
 ) -> str | None:
-    """Dependency: the caller's key fingerprint (None when auth is off); 401 without a valid key."""
+    """Dependency: the caller's key fingerprint (None when auth is off); 401 without a valid key,
+    429 for a client past `AUTH_FAILURE_LIMIT` wrong keys in its window."""
     keys: ApiKeys = request.app.state.api_keys
     if not keys.enabled:
         return None
+    limiter: FailedAuthLimiter | None = getattr(request.app.state, "auth_failures", None)
+    client = FailedAuthLimiter.client_of(request.client.host if request.client else "unknown")
+    if limiter is not None:
+        retry_after = limiter.retry_after(client)
+        if retry_after is not None:
+            raise _too_many_failures(request, retry_after)
     if credentials is None:
         raise _unauthorized(request, "Missing API key: send the header 'Authorization: Bearer <key>'.")
     key_id = keys.verify(credentials.credentials)
     if key_id is None:
-        logger.info("request with an invalid API key refused", extra={"path": request.url.path})
-        raise _unauthorized(request, "Invalid API key.")
+        raise _wrong_key(request, limiter, client)
     request.state.api_key_id = key_id
     return key_id

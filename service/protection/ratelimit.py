@@ -10,16 +10,18 @@ and used through slowapi's decorator on a per-app check function, called from a 
 `SlowAPIASGIMiddleware` is not used (it breaks streaming responses).
 
 When the storage fails (Redis down or slow) the request is let through (fail-open), the event is
-logged and counted in `autogen_ratelimit_storage_errors_total`, and the storage is not asked again
-for a cool-down (1 s, doubling to 30 s while it keeps failing): a dead Redis costs at most one short
-socket timeout (and one retry) per cool-down, never one per request.
+logged and counted in `autogen_ratelimit_storage_errors_total`, and the storage is left alone for a
+cool-down (0.25 s, doubling per failed period up to 1 s). After a cool-down one request probes the
+storage while the others still pass unchecked; its success closes the breaker. So a dead or stalled
+Redis costs at most one short socket timeout (and one retry) per cool-down per worker, never one per
+request, and limits apply again at most about a second after Redis answers. Requests already in
+flight when the storage fails do not lengthen the cool-down: it doubles once per failed period.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -43,8 +45,10 @@ from service.observability.metrics import Api, ServiceMetrics
 logger = logging.getLogger(__name__)
 
 STORAGE_TIMEOUT_S = 0.25
-COOL_DOWN_S = 1.0
-MAX_COOL_DOWN_S = 30.0
+COOL_DOWN_S = 0.25
+MAX_COOL_DOWN_S = 1.0
+# While the storage stays unreachable, a reminder is logged this often (with the requests let through).
+OUTAGE_LOG_INTERVAL_S = 60.0
 KEY_PREFIX = "autogen"
 _STORAGE_FAILURES = (StorageError, RedisError, RedisClusterException, OSError)
 
@@ -103,22 +107,29 @@ _UNCHECKED = RateLimitDecision(allowed=True)  # the storage could not be asked: 
 
 
 class ChatRateLimiter:
-    """The rate limit of one app, with the fail-open circuit breaker around its storage."""
+    """The rate limit of one app, with the fail-open circuit breaker around its storage.
+
+    All breaker state is read and written on the event loop (only the storage call runs in a thread).
+    """
 
     def __init__(self, settings: Settings, clock: Callable[[], float] = time.monotonic) -> None:
         self.limit = settings.rate_limit
         self.storage_uri = settings.rate_limit_storage_uri
         self._clock = clock
-        self._lock = threading.Lock()
+        self._failing = False
         self._open_until = 0.0
         self._cool_down_s = COOL_DOWN_S
-        self._failing = False
+        self._period = 0  # +1 per failed period: a failure seen in an older period changes nothing
+        self._probing = False
+        self._outage_started = 0.0
+        self._outage_logged_at = 0.0
+        self._unchecked = 0
         self.limiter: Limiter | None = None
         self._check_in_storage: Callable[..., None] | None = None
         try:
             self._build()
         except _STORAGE_FAILURES as exc:  # only a cluster URI connects here; start anyway, fail open
-            self._trip(exc)
+            self._trip(exc, self._period)
 
     def _build(self) -> None:
         limiter = Limiter(
@@ -137,15 +148,20 @@ class ChatRateLimiter:
 
     async def check(self, request: Request, metrics: ServiceMetrics | None) -> RateLimitDecision:
         """Count this request; fail open (and count that) when the storage cannot be reached."""
-        if self._clock() < self._open_until:
-            self._count_unchecked(metrics)
-            return _UNCHECKED
+        probe = False
+        if self._failing:
+            if self._probing or self._clock() < self._open_until:
+                return self._let_through(metrics)
+            self._probing = probe = True  # this request asks the storage; the others do not wait
+        period = self._period
         try:
             decision = await run_in_threadpool(self._check_sync, request)
         except _STORAGE_FAILURES as exc:
-            self._trip(exc)
-            self._count_unchecked(metrics)
-            return _UNCHECKED
+            self._trip(exc, period)
+            return self._let_through(metrics)
+        finally:
+            if probe:
+                self._probing = False
         self._recovered()
         return decision
 
@@ -176,20 +192,39 @@ class ChatRateLimiter:
             headers["retry-after"] = str(retry_after)
         return headers
 
-    def _count_unchecked(self, metrics: ServiceMetrics | None) -> None:
+    def _let_through(self, metrics: ServiceMetrics | None) -> RateLimitDecision:
+        self._unchecked += 1
         if metrics is not None:
             metrics.ratelimit_storage_errors.inc()
+        now = self._clock()
+        if self._failing and now - self._outage_logged_at >= OUTAGE_LOG_INTERVAL_S:
+            self._outage_logged_at = now
+            logger.warning(
+                "rate-limit storage still unreachable: requests pass unchecked (fail-open)",
+                extra={
+                    "storage": redact_uri(self.storage_uri),
+                    "outage_s": round(now - self._outage_started, 1),
+                    "unchecked_requests": self._unchecked,
+                },
+            )
+        return _UNCHECKED
 
-    def _trip(self, exc: BaseException) -> None:
-        with self._lock:
-            cool_down = self._cool_down_s
-            self._open_until = self._clock() + cool_down
-            self._cool_down_s = min(cool_down * 2, MAX_COOL_DOWN_S)
-            first = not self._failing
-            self._failing = True
+    def _trip(self, exc: BaseException, period: int) -> None:
+        """A storage call failed: back off, unless that call began before the current failed period."""
+        if period != self._period:
+            return  # in flight when the storage failed: this period is already counted
+        now = self._clock()
+        cool_down = self._cool_down_s
+        self._period += 1
+        self._open_until = now + cool_down
+        self._cool_down_s = min(cool_down * 2, MAX_COOL_DOWN_S)
+        if self._failing:
+            return
+        self._failing = True
+        self._outage_started = self._outage_logged_at = now
+        self._unchecked = 0
         cause = exc.storage_error if isinstance(exc, StorageError) else exc
-        log = logger.warning if first else logger.info
-        log(
+        logger.warning(
             "rate-limit storage unreachable: requests pass unchecked (fail-open)",
             extra={
                 "reason": type(cause).__name__,
@@ -201,11 +236,16 @@ class ChatRateLimiter:
     def _recovered(self) -> None:
         if not self._failing:
             return
-        with self._lock:
-            was_failing, self._failing = self._failing, False
-            self._cool_down_s = COOL_DOWN_S
-        if was_failing:
-            logger.info("rate-limit storage reachable again: limits apply")
+        self._failing = False
+        self._cool_down_s = COOL_DOWN_S
+        self._period += 1
+        logger.info(
+            "rate-limit storage reachable again: limits apply",
+            extra={
+                "outage_s": round(self._clock() - self._outage_started, 1),
+                "unchecked_requests": self._unchecked,
+            },
+        )
 
 
 def _model_and_stream(body: object) -> tuple[str, bool]:

@@ -11,7 +11,11 @@ On SIGTERM (gunicorn sends it to every worker when the master gets SIGTERM):
    gunicorn's `graceful_timeout`, so a stream still open then is ended by the worker (which then
    runs the app's shutdown) rather than by the master's SIGKILL.
 
-SIGQUIT (gunicorn's quick shutdown) skips the delay and the wait.
+SIGINT (Ctrl-C) drains like SIGTERM; a second SIGINT, like SIGQUIT (gunicorn's quick shutdown),
+skips the delay and the wait.
+
+Connections are served by `GuardedHttpToolsProtocol` (see `connections.py`): bounded request heads,
+head and body deadlines, a connection cap, and no wait on shutdown for a client still uploading.
 """
 
 from __future__ import annotations
@@ -32,24 +36,51 @@ from uvicorn_worker import UvicornWorker
 
 from service.config import load_settings
 from service.lifecycle import SHUTDOWN_MARGIN_S, Lifecycle
+from service.observability.logging import WorkerStartupFilter
+from service.observability.metrics import ServiceMetrics
+from service.protection.connections import ConnectionGuard, connection_cap, guarded_protocol
 
 logger = logging.getLogger("service.drain")
+
+
+# A terminal's Ctrl-C reaches the master and its workers together, and the master then sends SIGTERM:
+# signals this close to the first one are the same request to stop, not a second Ctrl-C.
+SAME_STOP_S = 1.0
 
 
 class DrainingServer(Server):
     """A uvicorn `Server` whose exit starts the app's drain and keeps accepting for `drain_delay_s`."""
 
-    def __init__(self, config: Config, on_drain: Callable[[], None], drain_delay_s: float) -> None:
+    def __init__(
+        self,
+        config: Config,
+        on_drain: Callable[[], None],
+        drain_delay_s: float,
+        on_started: Callable[[], None] = lambda: None,
+    ) -> None:
         super().__init__(config)
         self._on_drain = on_drain
         self._drain_delay_s = drain_delay_s
+        self._on_started = on_started
         self._graceful = False
+        self._stop_requested_at: float | None = None
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        now = time.monotonic()
         if not self.should_exit:
-            self._graceful = sig == signal.SIGTERM
+            self._graceful = sig in (signal.SIGTERM, signal.SIGINT)
+            self._stop_requested_at = now
             self._on_drain()
+            # uvicorn re-raises the signal once it has stopped: end as after SIGTERM (gunicorn logs a
+            # worker ended by SIGINT as a warning).
+            sig = signal.SIGTERM if sig == signal.SIGINT else sig
+        elif self._stop_requested_at is not None and now - self._stop_requested_at < SAME_STOP_S:
+            return
         super().handle_exit(sig, frame)
+
+    async def startup(self, sockets: list[Any] | None = None) -> None:
+        await super().startup(sockets)
+        self._on_started()
 
     def quick_exit(self) -> None:
         self._on_drain()
@@ -74,15 +105,36 @@ class DrainingServer(Server):
 
 
 class DrainingUvicornWorker(UvicornWorker):  # type: ignore[misc]
-    """`uvicorn_worker.UvicornWorker` with the drain described in the module docstring."""
+    """`uvicorn_worker.UvicornWorker` with the drain and the connection limits of the module docstring."""
 
-    CONFIG_KWARGS: ClassVar[dict[str, Any]] = {"loop": "auto", "http": "auto", "server_header": False}
+    # No WebSocket routes: an upgrade request is served as plain HTTP (and refused by the routes).
+    CONFIG_KWARGS: ClassVar[dict[str, Any]] = {
+        "loop": "auto",
+        "http": "httptools",
+        "ws": "none",
+        "server_header": False,
+    }
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.drain_delay_s = load_settings().drain_delay_s
+        settings = load_settings()
+        self.drain_delay_s = settings.drain_delay_s
         graceful = float(self.cfg.graceful_timeout)
         self.config.timeout_graceful_shutdown = max(1, int(graceful - self.drain_delay_s - SHUTDOWN_MARGIN_S))
+        self.connection_guard = ConnectionGuard.from_settings(
+            settings, self._metrics, connection_cap(settings.max_connections)
+        )
+        self.config.http = guarded_protocol(self.connection_guard)
+        # The first worker of a start logs the start-up facts; its siblings would only repeat them.
+        self.startup_log = WorkerStartupFilter(sibling=1 < self.age <= self.cfg.workers)
+
+    def init_process(self) -> None:
+        self.startup_log.install()
+        super().init_process()
+
+    def _metrics(self) -> ServiceMetrics | None:
+        metrics = getattr(getattr(self.wsgi, "state", None), "metrics", None)
+        return metrics if isinstance(metrics, ServiceMetrics) else None
 
     def _start_draining(self) -> None:
         lifecycle = getattr(getattr(self.wsgi, "state", None), "lifecycle", None)
@@ -91,7 +143,9 @@ class DrainingUvicornWorker(UvicornWorker):  # type: ignore[misc]
 
     async def _serve(self) -> None:
         self.config.app = self.wsgi
-        server = DrainingServer(self.config, self._start_draining, self.drain_delay_s)
+        server = DrainingServer(
+            self.config, self._start_draining, self.drain_delay_s, on_started=self.startup_log.done
+        )
         asyncio.get_running_loop().add_signal_handler(signal.SIGQUIT, server.quick_exit)
         await server.serve(sockets=self.sockets)
         if not server.started:

@@ -30,8 +30,8 @@ class EventSink(Protocol):
 
     async def send(self, event: RunEvent) -> None: ...
 
-    def offer(self, event: RunEvent) -> None:
-        """Add `event` if there is room, without waiting (a cancelled run's last word)."""
+    def offer(self, event: RunEvent) -> bool:
+        """Add `event` if there is room, without waiting; whether it was added."""
 
 
 class ListSink:
@@ -43,8 +43,9 @@ class ListSink:
     async def send(self, event: RunEvent) -> None:
         self.events.append(event)
 
-    def offer(self, event: RunEvent) -> None:
+    def offer(self, event: RunEvent) -> bool:
         self.events.append(event)
+        return True
 
 
 class QueueSink:
@@ -59,9 +60,11 @@ class QueueSink:
         else:
             self.queue.put_nowait(event)
 
-    def offer(self, event: RunEvent) -> None:
-        if not self.queue.full():
-            self.queue.put_nowait(event)
+    def offer(self, event: RunEvent) -> bool:
+        if self.queue.full():
+            return False
+        self.queue.put_nowait(event)
+        return True
 
 
 @dataclass
@@ -90,9 +93,11 @@ class RunContext:
             await self.send(event)
 
     async def token_streamed(self, agent: str, text: str) -> None:
-        """A model token of `agent`, from its model client while the model streams."""
-        for event in self.translator.token(agent, text):
-            await self.send(event)
+        """A model token of `agent`, from its model client while the model streams (the hot path:
+        a token's events go straight into the sink while it has room)."""
+        for event in self.translator.token(agent, text):  # TextDelta, after an AgentTurnStarted
+            if not self.sink.offer(event):
+                await self.sink.send(event)
 
     async def model_called(
         self, agent: str, model: str, prompt_tokens: int, completion_tokens: int, finish_reason: str

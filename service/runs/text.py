@@ -32,7 +32,8 @@ class _Grammar:
         # and the start of a marker, at the very end of the text so far.
         self.held_tail = re.compile(rf"\s*{full}*(?:{partial})?\Z" if partial else rf"\s*{full}*\Z")
         self.markers_at_end = re.compile(rf"\s*{full}+\Z")
-        self.first_chars = frozenset(marker[0] for marker in markers)
+        # A piece with none of these characters can hold back nothing but trailing whitespace.
+        self.marker_start = re.compile("[" + re.escape("".join({marker[0] for marker in markers})) + "]")
 
     @classmethod
     def of(cls, markers: tuple[str, ...]) -> _Grammar:
@@ -54,18 +55,27 @@ class TextFilter:
 
     def feed(self, text: str) -> str:
         """The part of the text so far that is certain to stay (leading whitespace is dropped)."""
-        if (
-            not self._pending
-            and self._started
-            and text
-            and not text[-1].isspace()
-            and not any(char in text for char in self._grammar.first_chars)
-        ):
-            return text  # the common token: nothing to hold back
-        buffer = self._pending + text
+        pending = self._pending
+        if not self._grammar.marker_start.search(text) and (not pending or pending.isspace()):
+            # The common token: no marker can start in it, so only its trailing whitespace waits
+            # (the same cut the general case makes; this is its fast form).
+            if not self._started:
+                text = text.lstrip()
+                if not text:
+                    return ""
+                self._started = True
+                pending = ""
+            body = text.rstrip()
+            if not body:
+                self._pending = pending + text
+                return ""
+            self._pending = text[len(body) :]
+            return pending + body if pending else body
+        buffer = pending + text
         if not self._started:
             buffer = buffer.lstrip()
             if not buffer:
+                self._pending = ""
                 return ""
             self._started = True
         match = self._grammar.held_tail.search(buffer)

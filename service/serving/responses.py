@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import secrets
 import time
 from collections.abc import AsyncIterator, Sequence
@@ -450,7 +449,6 @@ class _Turn:
                 "stored_bytes": len(data),
                 "load_ms": round(self.load_s * 1000, 2) if self.load_s is not None else None,
                 "save_ms": round(save_s * 1000, 2),
-                "worker_pid": os.getpid(),
             },
         )
 

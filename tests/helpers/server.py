@@ -7,6 +7,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import httpx
@@ -96,5 +97,9 @@ def service_env(tmp_path: Path, **overrides: str) -> dict[str, str]:
     return env
 
 
-def start_service(tmp_path: Path, name: str = "service", **overrides: str) -> ServiceProcess:
-    return ServiceProcess(service_env(tmp_path, **overrides), tmp_path / f"{name}.log")
+def start_service(
+    tmp_path: Path, name: str = "service", prefix: Sequence[str] = (), **overrides: str
+) -> ServiceProcess:
+    """`prefix` runs the service through a command that execs it (`prlimit ...`, `unshare ...`)."""
+    command = [*prefix, sys.executable, "-m", "service"] if prefix else None
+    return ServiceProcess(service_env(tmp_path, **overrides), tmp_path / f"{name}.log", command=command)
