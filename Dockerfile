@@ -60,9 +60,13 @@ LABEL org.opencontainers.image.title="autogen-service" \
       org.opencontainers.image.base.name="docker.io/library/python:3.11.11-slim-bookworm"
 
 # A numeric, unprivileged user with no home and no shell (Kubernetes: runAsUser 10001).
+# /app/data: the Responses API's default SQLite state (DATA_DIR); mount a volume there to keep it,
+# or set STATE_STORE_URI=redis://... (Kubernetes does, k8s/base/config.env).
 RUN groupadd --system --gid 10001 app \
     && useradd --system --uid 10001 --gid 10001 --no-create-home --home-dir /nonexistent \
-        --shell /usr/sbin/nologin app
+        --shell /usr/sbin/nologin app \
+    && mkdir -p /app/data \
+    && chown 10001:10001 /app/data
 
 COPY --from=builder /opt/venv /opt/venv
 

@@ -15,7 +15,7 @@ from opentelemetry.sdk.trace import SpanProcessor
 
 from service.api.error_handlers import install_error_handlers
 from service.api.middleware import RequestIdMiddleware
-from service.api.routes import chat, health, metrics, models
+from service.api.routes import chat, conversations, health, metrics, models, responses
 from service.api.routes.pages import install_pages
 from service.config import Settings, load_settings
 from service.gc_tuning import tune_gc
@@ -31,6 +31,7 @@ from service.observability.tracing import (
 from service.protection.capacity import WorkflowSlots
 from service.protection.install import install_protection, log_protection
 from service.serving.context import ServingContext
+from service.state import StateStoreHandle
 from service.workflows.registry import WorkflowRegistry
 
 logger = logging.getLogger(__name__)
@@ -65,6 +66,7 @@ def create_app(
             known_models=[workflow.id for workflow in workflows.all()], known_agents=agents
         )
         app.state.metrics = service_metrics
+        state_store.on_error = service_metrics.state_errors.inc
         app.state.serving = ServingContext(
             settings=settings,
             registry=workflows,
@@ -87,6 +89,7 @@ def create_app(
         finally:
             lifecycle.start_draining()
             await workflows.aclose()
+            await state_store.aclose()
             shutdown_tracing()
 
     app = FastAPI(
@@ -100,8 +103,18 @@ def create_app(
     )
     app.state.settings = settings
     app.state.lifecycle = lifecycle
+    # Stored responses and conversations: opened on the first Responses request (service.state).
+    state_store = app.state.state_store = StateStoreHandle(settings)
     install_error_handlers(app)
-    for router in (chat.router, models.router, health.router, metrics.router):
+    routers = (
+        chat.router,
+        responses.router,
+        conversations.router,
+        models.router,
+        health.router,
+        metrics.router,
+    )
+    for router in routers:
         app.include_router(router)
     install_pages(app)
     install_protection(app, settings)

@@ -4,7 +4,8 @@ Four functions, by contract:
 - `serve_autogen` runs the requested team, streaming or not;
 - `generate_streaming_response` turns the run's events (read from a bounded queue) into SSE;
 - `create_non_streaming_response` formats a finished run as a `chat.completion`;
-- `handle_response` turns any response model into a JSON-ready dict.
+- `handle_response` turns any response model into a JSON-ready dict (it lives in
+  `service.serving.serialize`, shared with the Responses API).
 Each turns its failures into an HTTP 500 with a generic message, logs the cause with the trace id,
 and counts it in `autogen_errors_total{function=...}`.
 
@@ -16,8 +17,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from autogen_agentchat.messages import BaseChatMessage
@@ -25,53 +26,37 @@ from autogen_core import CancellationToken
 from fastapi.responses import StreamingResponse
 
 from service.contract.chat import ActivityMode, ChatCompletionChunk, Input, Output, new_completion_id, now
-from service.contract.errors import OpenAIError, deadline_passed
-from service.contract.sse import SSE_DONE, SSE_KEEPALIVE, encode_event
+from service.contract.errors import OpenAIError
+from service.contract.sse import SSE_DONE, encode_event
 from service.encoders.chat_completions import ChatStreamEncoder, completion_output
-from service.observability.metrics import RequestObserver
+from service.observability.metrics import Outcome, RequestObserver
 from service.observability.tracing import traced
-from service.runs.context import ListSink, QueueSink
+from service.runs.context import QueueSink
 from service.runs.events import RunEnded, RunEvent
 from service.runs.execute import Runner, RunRequest, execute_run
 from service.serving.admission import admit
 from service.serving.context import ServingContext
-from service.serving.errors import CoreFunctionError, run_failure
-from service.serving.stream import AgentStreamingResponse, StreamRun, first_events
+from service.serving.errors import CoreFunctionError
+from service.serving.run import run_to_end
+from service.serving.serialize import handle_response
+from service.serving.stream import (
+    STREAM_MARGIN_S,
+    AgentStreamingResponse,
+    StreamRun,
+    open_stream,
+    pump_events,
+)
 from service.serving.task import to_task
 
 logger = logging.getLogger("service.autogen_server")
 
-_MAX_EVENTS_PER_WRITE = 64
-# A stream may outlive WORKFLOW_TIMEOUT_S by this much: the run's last events after its deadline.
-STREAM_MARGIN_S = 5.0
-
-
-@traced
-def handle_response(response: Any) -> dict[str, Any]:
-    """Turn a response model (an `Output`, a stream chunk, an error body) into a JSON-ready dict.
-
-    Args:
-        response: a pydantic model (anything with `model_dump`).
-
-    Returns:
-        The model as a dict of JSON types.
-
-    Raises:
-        CoreFunctionError: HTTP 500 when `response` is a `str` or has no `model_dump`, or when
-            serialization fails; the cause is logged, the client sees a generic message.
-    """
-    if isinstance(response, str) or not hasattr(response, "model_dump"):
-        logger.error("handle_response got an unserializable %s", type(response).__name__)
-        raise CoreFunctionError("handle_response")
-    try:
-        data = response.model_dump(mode="json")
-    except Exception:
-        logger.exception("handle_response could not serialize %s", type(response).__name__)
-        raise CoreFunctionError("handle_response") from None
-    if not isinstance(data, dict):
-        logger.error("handle_response: model_dump of %s returned no dict", type(response).__name__)
-        raise CoreFunctionError("handle_response")
-    return data
+__all__ = [
+    "create_non_streaming_response",
+    "encode_chunk",
+    "generate_streaming_response",
+    "handle_response",
+    "serve_autogen",
+]
 
 
 def encode_chunk(chunk: ChatCompletionChunk) -> str:
@@ -81,6 +66,22 @@ def encode_chunk(chunk: ChatCompletionChunk) -> str:
 
 def _error_event(error: OpenAIError) -> str:
     return encode_event(handle_response(error.body()))
+
+
+@dataclass
+class ChatStreamWriter:
+    """The chat-completions wire format of `pump_events`: chunks, `data: [DONE]`, error events."""
+
+    encoder: ChatStreamEncoder
+
+    def feed(self, event: RunEvent) -> list[str]:
+        return self.encoder.feed(event)
+
+    async def end(self, ended: RunEnded) -> tuple[list[str], Outcome]:
+        return [*self.encoder.feed(ended), SSE_DONE], "ok"
+
+    def error(self, error: OpenAIError) -> list[str]:
+        return [_error_event(error)]
 
 
 @traced
@@ -101,7 +102,8 @@ async def generate_streaming_response(
     and yields what `encoder` makes of them: `data: {json}\\n\\n` chunks, `: ping\\n\\n` comments
     while an agent is thinking (so proxies keep the connection open), and `data: [DONE]\\n\\n` at the
     end. A failure after the first byte is sent as an OpenAI error event (`data: {"error": {...}}`)
-    and ends the stream.
+    and ends the stream. (The loop is `service.serving.stream.pump_events`, shared with the
+    Responses API.)
 
     Args:
         inp: the request (its `model` names the stream in logs and metrics).
@@ -121,90 +123,18 @@ async def generate_streaming_response(
         Nothing to the caller once streaming: failures become an error event. (The HTTP status is
         already sent; errors are logged and counted as `generate_streaming_response` 500s.)
     """
-    deadline = time.monotonic() + deadline_s if deadline_s else None
-    last_write = 0.0
-    output_sent = False
-    written_total = 0
-    pending = list(first)
-    try:
-        while True:
-            if flush_interval_s and output_sent:
-                # Gather what the team writes during the interval after the last write: one wake-up
-                # per write while tokens flow, instead of one per token.
-                hold = last_write + flush_interval_s - time.monotonic()
-                if hold > 0:
-                    await asyncio.sleep(hold)
-            if pending:
-                event = pending.pop(0)
-            elif queue.empty():
-                wait = keepalive_s if deadline is None else min(keepalive_s, deadline - time.monotonic())
-                if wait <= 0:
-                    raise TimeoutError
-                try:
-                    async with asyncio.timeout(wait):
-                        event = await queue.get()
-                except TimeoutError:
-                    if deadline is not None and time.monotonic() >= deadline:
-                        raise
-                    yield SSE_KEEPALIVE
-                    continue
-            else:
-                event = queue.get_nowait()
-            # Everything already queued leaves in one write: the client gets the same SSE events,
-            # the server makes one send (and one loop turn) for many when the client lags behind.
-            events: list[str] = []
-            while True:
-                if isinstance(event, RunEnded):
-                    failure = run_failure(event)
-                    if failure is None:
-                        events.extend(encoder.feed(event))
-                        events.append(SSE_DONE)
-                    else:
-                        error = failure[0]
-                        if isinstance(error, CoreFunctionError) and observer is not None:
-                            observer.error(error.function)
-                        events.append(_error_event(error))
-                    if observer is not None:
-                        observer.chunks(len(events))
-                        observer.finish("ok" if failure is None else failure[1])
-                    yield "".join(events)
-                    return
-                written = encoder.feed(event)
-                if written:
-                    events.extend(written)
-                if pending:
-                    event = pending.pop(0)
-                elif queue.empty() or len(events) >= _MAX_EVENTS_PER_WRITE:
-                    break
-                else:
-                    event = queue.get_nowait()
-            if not events:
-                continue
-            written_total += len(events)
-            if not output_sent and written_total > 1:  # more than the role chunk
-                output_sent = True
-                if observer is not None:
-                    observer.first_content()
-            if observer is not None:
-                observer.chunks(len(events))
-            yield "".join(events)
-            last_write = time.monotonic()
-    except TimeoutError:
-        logger.warning("stream deadline passed", extra={"model": inp.model})
-        if observer:
-            observer.finish("timeout")
-        yield _error_event(deadline_passed())
-    except CoreFunctionError as exc:
-        if observer:
-            observer.error(exc.function)
-            observer.finish("server_error")
-        yield _error_event(exc)
-    except Exception:
-        logger.exception("streaming failed", extra={"model": inp.model})
-        if observer:
-            observer.error("generate_streaming_response")
-            observer.finish("server_error")
-        yield _error_event(CoreFunctionError("generate_streaming_response"))
+    async for write in pump_events(
+        queue,
+        ChatStreamWriter(encoder),
+        first=first,
+        observer=observer,
+        keepalive_s=keepalive_s,
+        deadline_s=deadline_s,
+        flush_interval_s=flush_interval_s,
+        preamble=1,  # the role chunk
+        model=inp.model,
+    ):
+        yield write
 
 
 @traced
@@ -292,18 +222,14 @@ async def serve_autogen(
     if stream:
         sink = QueueSink(settings.stream_queue_size)
         run = StreamRun(observer=observer, slots=ctx.slots, metrics=ctx.metrics, token=token)
-        try:
-            run.start(execute_run(runner, task, request, sink, token, observer), f"workflow:{inp.model}")
-            first = await first_events(sink.queue, settings.stream_keepalive_s, client_gone)
-            if first and isinstance(first[-1], RunEnded):
-                failure = run_failure(first[-1])
-                if failure is not None:  # raised: the error handler counts a CoreFunctionError
-                    error, outcome = failure
-                    observer.finish(outcome)
-                    raise error
-        except BaseException:
-            await run.close()
-            raise
+        first = await open_stream(
+            run,
+            execute_run(runner, task, request, sink, token, observer),
+            sink.queue,
+            f"workflow:{inp.model}",
+            settings.stream_keepalive_s,
+            client_gone,
+        )
         encoder = ChatStreamEncoder(
             completion_id=completion_id,
             created=now(),
@@ -340,31 +266,10 @@ async def _run_to_completion(
     mode: ActivityMode,
     completion_id: str,
 ) -> dict[str, Any]:
-    sink = ListSink()
-    # The run is a child task awaited through `asyncio.wait`, which does not pass a cancellation
-    # on: when the client goes away, the token is cancelled first (stopping the agents' model
-    # calls at once), then the run. Cancelling the run alone would make AgentChat wait in its
-    # `finally` for the team to go idle, i.e. finish its current turns.
-    run = asyncio.create_task(
-        execute_run(runner, task, request, sink, token, observer), name=f"workflow:{inp.model}"
-    )
-    try:
-        await asyncio.wait({run})
-    except asyncio.CancelledError:
-        token.cancel()
-        run.cancel()
-        await asyncio.wait({run}, timeout=5.0)
-        observer.finish("cancelled")
-        raise
-    ended = run.result()
-    failure = run_failure(ended)
-    if failure is not None:  # raised: the error handler counts a CoreFunctionError
-        error, outcome = failure
-        observer.finish(outcome)
-        raise error
+    events, _ = await run_to_end(runner, task, request, token, observer, f"workflow:{inp.model}")
     try:
         body = create_non_streaming_response(
-            sink.events, inp.model, completion_id=completion_id, created=now(), mode=mode
+            events, inp.model, completion_id=completion_id, created=now(), mode=mode
         )
     except CoreFunctionError:
         observer.finish("server_error")

@@ -102,6 +102,14 @@ class Settings(BaseSettings):
     # off by default so the service's own span tree stays readable and cheap.
     autogen_runtime_tracing: bool = False
 
+    # State of the Responses API (stored responses, conversations, saved team state):
+    # `sqlite:///<path>` (the default: `state.sqlite3` in DATA_DIR, shared by the workers of one
+    # machine) or `redis://...` (shared by every pod). Opened on the first Responses request.
+    data_dir: Path = Path("data")
+    state_store_uri: str = ""
+    state_ttl_s: int = Field(30 * 86_400, ge=1, le=10 * 365 * 86_400)
+    state_max_bytes: int = Field(8_388_608, ge=4096, le=512 * 1_048_576)
+
     # Prometheus multiprocess mode (the variable prometheus_client itself reads)
     prometheus_multiproc_dir: Path | None = None
 
@@ -144,6 +152,14 @@ class Settings(BaseSettings):
             raise ValueError("expected memory:// or a redis:// URI")
         return value
 
+    @field_validator("state_store_uri")
+    @classmethod
+    def _check_state_store(cls, value: str) -> str:
+        value = value.strip()
+        if value and not value.startswith(("sqlite:///", "redis://", "rediss://", "unix://")):
+            raise ValueError("expected sqlite:///<path> or a redis:// URI (empty: SQLite in DATA_DIR)")
+        return value
+
     @field_validator("llm_base_url")
     @classmethod
     def _check_base_url(cls, value: str | None) -> str | None:
@@ -172,6 +188,11 @@ class Settings(BaseSettings):
         if self.api_keys_file is not None:
             keys.extend(parse_api_keys_file(self.api_keys_file.read_text(encoding="utf-8")))
         return tuple(dict.fromkeys(keys))
+
+    @property
+    def state_store(self) -> str:
+        """The state store URI in use: `STATE_STORE_URI`, or the SQLite file in `DATA_DIR`."""
+        return self.state_store_uri or f"sqlite:///{(self.data_dir / 'state.sqlite3').resolve()}"
 
     @property
     def uses_real_llm(self) -> bool:

@@ -193,7 +193,9 @@ async def test_health_ready_docs_and_metrics(client: httpx.AsyncClient) -> None:
     assert "/v1/chat/completions" in schema["paths"] and "Input" in schema["components"]["schemas"]
     await client.post("/v1/chat/completions", json={"model": "echo", "messages": QUESTION})
     metrics = (await client.get("/metrics")).text
-    assert 'autogen_requests_total{model="echo",outcome="ok",stream="false"}' in metrics
+    assert (
+        'autogen_requests_total{api="chat_completions",model="echo",outcome="ok",stream="false"}' in metrics
+    )
 
 
 async def test_streaming_response_headers(client: httpx.AsyncClient) -> None:

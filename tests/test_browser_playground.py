@@ -355,7 +355,9 @@ def test_escape_stops_the_team_and_the_service_cancels_its_run(
         "Stopped: the team's run was cancelled before it finished."
     )
     expect(page.locator("#message")).to_be_focused()
-    cancelled = 'autogen_requests_total{model="slow",outcome="cancelled",stream="true"} 1.0'
+    cancelled = (
+        'autogen_requests_total{api="chat_completions",model="slow",outcome="cancelled",stream="true"} 1.0'
+    )
     deadline = time.monotonic() + 30
     while cancelled not in (metrics := httpx.get(f"{service.base_url}/metrics").text):
         assert time.monotonic() < deadline, [line for line in metrics.splitlines() if "slow" in line]

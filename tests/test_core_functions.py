@@ -58,8 +58,13 @@ def context(**settings: Any) -> ServingContext:
 
 
 def counter(metrics: ServiceMetrics, name: str, **labels: str) -> float:
-    value = metrics.registry.get_sample_value(name, labels)
-    return value or 0.0
+    """The sum of the samples of `name` whose labels include `labels`."""
+    return sum(
+        sample.value
+        for family in metrics.registry.collect()
+        for sample in family.samples
+        if sample.name == name and labels.items() <= sample.labels.items()
+    )
 
 
 # --- handle_response ----------------------------------------------------------------------------

@@ -22,7 +22,17 @@ ALLOWED: dict[str, set[str]] = {
     "runs": {"observability"},
     "workflows": {"runs", "observability", "config"},
     "encoders": {"contract", "runs"},
-    "serving": {"contract", "config", "observability", "protection", "runs", "workflows", "encoders"},
+    "state": {"config", "protection"},
+    "serving": {
+        "contract",
+        "config",
+        "observability",
+        "protection",
+        "runs",
+        "workflows",
+        "encoders",
+        "state",
+    },
     "autogen_server": {"contract", "config", "observability", "runs", "serving", "encoders"},
     "api": {
         "contract",
@@ -35,6 +45,7 @@ ALLOWED: dict[str, set[str]] = {
         "encoders",
         "serving",
         "autogen_server",
+        "state",
     },
 }
 # Entry points and the app factory may import anything.

@@ -434,9 +434,10 @@ class FakeService:
     def tick(self) -> None:
         metrics = self.metrics
         for outcome in ("ok", "client_error", "server_error", "rate_limited", "cancelled", "timeout"):
-            observer = metrics.request("demo-team", stream=True)
-            observer.first_content()
-            observer.finish(outcome)  # type: ignore[arg-type]
+            for api in ("chat_completions", "responses"):
+                observer = metrics.request("demo-team", stream=True, api=api)  # type: ignore[arg-type]
+                observer.first_content()
+                observer.finish(outcome)  # type: ignore[arg-type]
         for function in ("handle_response", "generate_streaming_response"):
             metrics.errors.labels(function).inc()
         observer = metrics.request("demo-team", stream=True)
@@ -445,6 +446,10 @@ class FakeService:
         observer.agent_message("writer")
         observer.model_call()
         metrics.ratelimit_storage_errors.inc()
+        for operation in ("load", "save"):
+            metrics.state_seconds.labels(operation).observe(0.004)
+        metrics.state_bytes.observe(9000)
+        metrics.state_errors.inc()
         for reason in ("overload", "body_too_large", "unauthorized"):
             metrics.rejected.labels(reason).inc()
 

@@ -68,7 +68,11 @@ def test_every_metric_family_and_known_label_set_is_exposed_from_the_start(tmp_p
     for function in ERROR_FUNCTIONS:
         assert f'autogen_errors_total{{function="{function}"}} 0.0' in page
     for model in ("echo", "demo-team", "unknown"):
-        assert f'autogen_requests_total{{model="{model}",outcome="server_error",stream="true"}} 0.0' in page
+        for api in ("chat_completions", "responses"):
+            labels = f'api="{api}",model="{model}",outcome="server_error",stream="true"'
+            assert f"autogen_requests_total{{{labels}}} 0.0" in page
+    for operation in ("load", "save"):
+        assert f'autogen_state_operation_seconds_count{{operation="{operation}"}} 0.0' in page
     assert 'autogen_agent_messages_total{agent="reviewer",model="demo-team"} 0.0' in page
     assert 'model="echo",agent="reviewer"' not in page  # only each model's own agents
     assert "autogen_metrics_write_errors_total 0.0" in page

@@ -33,8 +33,26 @@ BAD_CREDENTIALS: list[dict[str, str]] = [
 ]
 
 
+# Stored objects of the Responses API: unknown ids, found by neither key (404 once past auth).
+_OBJECT_IDS = {
+    "{response_id}": "resp_unknown",
+    "{conversation_id}": "conv_unknown",
+    "{item_id}": "msg_unknown",
+}
+_BODIES: dict[str, dict[str, object]] = {
+    "/v1/chat/completions": {"model": "echo", "messages": QUESTION},
+    "/v1/responses": {"model": "echo", "input": "hi"},
+    "/v1/conversations": {},
+    "/v1/conversations/conv_unknown": {"metadata": {}},
+    "/v1/conversations/conv_unknown/items": {"items": [{"role": "user", "content": "hi"}]},
+}
+
+
 def _concrete(path: str) -> str:
-    return path.replace("{model_id:path}", "echo").replace("{model_id}", "echo")
+    path = path.replace("{model_id:path}", "echo").replace("{model_id}", "echo")
+    for placeholder, value in _OBJECT_IDS.items():
+        path = path.replace(placeholder, value)
+    return path
 
 
 async def test_every_route_except_health_metrics_and_docs_refuses_a_missing_or_wrong_key() -> None:
@@ -50,7 +68,7 @@ async def test_every_route_except_health_metrics_and_docs_refuses_a_missing_or_w
     assert {path for _, path in protected} >= {"/v1/chat/completions", "/v1/models", "/v1/models/echo"}
     async with running_app(app) as client:
         for method, path in protected:
-            body = {"model": "echo", "messages": QUESTION} if method == "POST" else None
+            body = _BODIES[path] if method == "POST" else None
             for headers in BAD_CREDENTIALS:
                 response = await client.request(method, path, json=body, headers=headers)
                 assert response.status_code == 401, (method, path, headers, response.text)
@@ -62,7 +80,8 @@ async def test_every_route_except_health_metrics_and_docs_refuses_a_missing_or_w
                 response = await client.request(
                     method, path, json=body, headers={"Authorization": f"Bearer {key}"}
                 )
-                assert response.status_code == 200, (method, path, response.text)
+                found = not any(value in path for value in _OBJECT_IDS.values())
+                assert response.status_code == (200 if found else 404), (method, path, response.text)
         for path in OPEN_PATHS:
             assert (await client.get(path)).status_code == 200, path
         metrics = (await client.get("/metrics")).text

@@ -136,7 +136,8 @@ async def test_429_is_openai_shaped_with_headers_and_counted() -> None:
         # Models listing is not rate limited (cheap); chat completions are.
         assert (await client.get("/v1/models", headers=headers)).status_code == 200
         text = (await client.get("/metrics")).text
-        assert 'autogen_requests_total{model="echo",outcome="rate_limited",stream="false"} 1.0' in text
+        labels = 'api="chat_completions",model="echo",outcome="rate_limited",stream="false"'
+        assert f"autogen_requests_total{{{labels}}} 1.0" in text
 
 
 async def test_without_auth_the_limit_is_per_client_ip() -> None:

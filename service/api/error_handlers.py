@@ -9,6 +9,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Route
 
 from service.contract.errors import GENERIC_SERVER_ERROR, OpenAIError, sanitize
 from service.protection.responses import error_response
@@ -32,6 +33,16 @@ def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
     return f"Invalid request: {prefix}{message}{more}", param
 
 
+def _allowed_methods(request: Request) -> str:
+    """Every method of every route of this path: Starlette's 405 names only the first route's, and a
+    path may have one route per method (`GET` and `DELETE /v1/responses/{id}`)."""
+    methods: set[str] = set()
+    for route in request.app.router.routes:
+        if isinstance(route, Route) and route.methods and route.path_regex.match(request.url.path):
+            methods |= route.methods
+    return ", ".join(sorted(methods))
+
+
 def install_error_handlers(app: FastAPI) -> None:
     """Render every error, FastAPI's own included, in the OpenAI shape."""
 
@@ -50,6 +61,8 @@ def install_error_handlers(app: FastAPI) -> None:
         if status >= 500:
             message = GENERIC_SERVER_ERROR
         headers = getattr(exc, "headers", None)
+        if status == 405:
+            headers = {**(headers or {}), "Allow": _allowed_methods(request)}
         return error_response(OpenAIError(status, message, headers=headers))
 
     async def on_validation_error(request: Request, exc: Exception) -> JSONResponse:

@@ -37,12 +37,15 @@ class EventTemplate:
     """An SSE event with string slots, cut from an example event whose slots hold `slot_mark(i)`.
 
     A slot may appear more than once (the same text under two field names); `render` fills every
-    occurrence of slot i with `values[i]`, JSON-escaped.
+    occurrence of slot i with `values[i]`, JSON-escaped. A slot listed in `raw` stands for a JSON
+    number (a stream's sequence number): the example holds its mark as a string, and `render`
+    writes its value (the number's text) without quotes.
     """
 
-    __slots__ = ("_format",)
+    __slots__ = ("_format", "_raw")
 
-    def __init__(self, encoded_example: str, slots: int) -> None:
+    def __init__(self, encoded_example: str, slots: int, raw: frozenset[int] = frozenset()) -> None:
+        self._raw = raw
         marks = {json_string(slot_mark(index)): index for index in range(slots)}
         pieces: list[str] = []
         seen: set[int] = set()
@@ -63,7 +66,12 @@ class EventTemplate:
         self._format = "".join(pieces)
 
     def render(self, *values: str) -> str:
-        return self._format.format(*map(json_string, values))
+        raw = self._raw
+        if not raw:
+            return self._format.format(*map(json_string, values))
+        return self._format.format(
+            *(value if index in raw else json_string(value) for index, value in enumerate(values))
+        )
 
 
 def _literal(text: str) -> str:

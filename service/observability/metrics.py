@@ -22,6 +22,8 @@ from service.observability import multiprocess
 logger = logging.getLogger(__name__)
 
 Outcome = Literal["ok", "client_error", "server_error", "rate_limited", "cancelled", "timeout"]
+# The API a request came through: the `api` label of the request metrics.
+Api = Literal["chat_completions", "responses"]
 CoreFunction = Literal[
     "handle_response", "serve_autogen", "generate_streaming_response", "create_non_streaming_response"
 ]
@@ -48,6 +50,9 @@ WRITE_ERROR_LOG_INTERVAL_S = 600.0
 # LLM calls are slow: the buckets reach well past a minute.
 DURATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 180, 300, 600)
 TTFT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 300)
+STATE_SECONDS_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+STATE_BYTES_BUCKETS = tuple(float(1024 * 4**power) for power in range(8))  # 1 KiB .. 16 MiB
+StateOperation = Literal["load", "save"]
 
 
 def multiprocess_dir() -> str | None:
@@ -82,8 +87,8 @@ class ServiceMetrics:
         registry = self.registry
         self.requests = Counter(
             "autogen_requests_total",
-            "Chat-completion requests by model, streaming and outcome.",
-            ["model", "stream", "outcome"],
+            "Team-run requests (chat completions, responses) by API, model, streaming and outcome.",
+            ["api", "model", "stream", "outcome"],
             registry=registry,
         )
         self.errors = Counter(
@@ -95,14 +100,14 @@ class ServiceMetrics:
         self.duration = Histogram(
             "autogen_request_duration_seconds",
             "Time from request to the last byte of the answer.",
-            ["model", "stream"],
+            ["api", "model", "stream"],
             buckets=DURATION_BUCKETS,
             registry=registry,
         )
         self.ttft = Histogram(
             "autogen_time_to_first_token_seconds",
             "Time from request to the first content chunk of a stream.",
-            ["model"],
+            ["api", "model"],
             buckets=TTFT_BUCKETS,
             registry=registry,
         )
@@ -161,15 +166,34 @@ class ServiceMetrics:
             "Metric values that could not be written to PROMETHEUS_MULTIPROC_DIR (kept in memory instead).",
             registry=registry,
         )
+        self.state_seconds = Histogram(
+            "autogen_state_operation_seconds",
+            "Responses API: time to load a team's saved state before a turn, or to save it after.",
+            ["operation"],
+            buckets=STATE_SECONDS_BUCKETS,
+            registry=registry,
+        )
+        self.state_bytes = Histogram(
+            "autogen_state_bytes",
+            "Responses API: size of the team states saved after a turn (their JSON).",
+            buckets=STATE_BYTES_BUCKETS,
+            registry=registry,
+        )
+        self.state_errors = Counter(
+            "autogen_state_store_errors_total",
+            "State store operations that failed (unreachable or failing store: the request got 503).",
+            registry=registry,
+        )
         self._create_known_label_sets(agents_by_model)
 
     def _create_known_label_sets(self, agents_by_model: Mapping[str, Iterable[str]]) -> None:
         for model in (*sorted(self.known_models), UNKNOWN_MODEL):
-            for stream in ("true", "false"):
-                for outcome in get_args(Outcome):
-                    self.requests.labels(model, stream, outcome)
-                self.duration.labels(model, stream)
-            self.ttft.labels(model)
+            for api in get_args(Api):
+                for stream in ("true", "false"):
+                    for outcome in get_args(Outcome):
+                        self.requests.labels(api, model, stream, outcome)
+                    self.duration.labels(api, model, stream)
+                self.ttft.labels(api, model)
             self.stream_chunks.labels(model)
             self.model_calls.labels(model)
             for kind in TOKEN_KINDS:
@@ -181,6 +205,8 @@ class ServiceMetrics:
             self.errors.labels(function)
         for reason in REJECT_REASONS:
             self.rejected.labels(reason)
+        for operation in get_args(StateOperation):
+            self.state_seconds.labels(operation)
 
     def _write_error(self, exc: OSError) -> None:
         counter = getattr(self, "metrics_write_errors", None)
@@ -208,8 +234,8 @@ class ServiceMetrics:
     def agent_label(self, agent: str) -> str:
         return agent if agent in self.known_agents else UNKNOWN_AGENT
 
-    def request(self, model: str, stream: bool) -> RequestObserver:
-        return RequestObserver(self, self.model_label(model), "true" if stream else "false")
+    def request(self, model: str, stream: bool, api: Api = "chat_completions") -> RequestObserver:
+        return RequestObserver(self, self.model_label(model), "true" if stream else "false", api)
 
     def render_latest(self) -> bytes:
         """The exposition text: aggregated across workers in multiprocess mode."""
@@ -228,6 +254,7 @@ class RequestObserver:
     metrics: ServiceMetrics
     model: str
     stream: str
+    api: Api = "chat_completions"
     started: float = field(default_factory=time.perf_counter)
     first_token_at: float | None = None
     outcome: Outcome | None = None
@@ -236,7 +263,7 @@ class RequestObserver:
     def first_content(self) -> None:
         if self.first_token_at is None:
             self.first_token_at = time.perf_counter()
-            self.metrics.ttft.labels(self.model).observe(self.first_token_at - self.started)
+            self.metrics.ttft.labels(self.api, self.model).observe(self.first_token_at - self.started)
 
     def chunks(self, count: int = 1) -> None:
         # Called per write of a stream: the labelled child is looked up once per request.
@@ -263,5 +290,7 @@ class RequestObserver:
         if self.outcome is not None:
             return
         self.outcome = outcome
-        self.metrics.requests.labels(self.model, self.stream, outcome).inc()
-        self.metrics.duration.labels(self.model, self.stream).observe(time.perf_counter() - self.started)
+        self.metrics.requests.labels(self.api, self.model, self.stream, outcome).inc()
+        self.metrics.duration.labels(self.api, self.model, self.stream).observe(
+            time.perf_counter() - self.started
+        )

@@ -1,4 +1,5 @@
-"""Rate limits on chat completions with slowapi: per API key, or per client IP when auth is off.
+"""Rate limits with slowapi: per API key, or per client IP when auth is off, one budget for every
+limited route (chat completions, responses, conversations).
 
 `RATE_LIMIT` (e.g. `60/minute`; empty = off) is counted in `RATE_LIMIT_STORAGE_URI`: `memory://`
 keeps one counter per worker process, `redis://...` one counter shared by every worker and pod.
@@ -39,7 +40,7 @@ from starlette.concurrency import run_in_threadpool
 
 from service.config import Settings
 from service.contract.errors import OpenAIError
-from service.observability.metrics import ServiceMetrics
+from service.observability.metrics import Api, ServiceMetrics
 
 logger = logging.getLogger(__name__)
 
@@ -140,7 +141,9 @@ class ChatRateLimiter:
             headers_enabled=False,  # the headers are built here, also for refused requests
             swallow_errors=False,  # storage errors come back to `check`, which fails open
         )
-        self._check_in_storage = limiter.limit(self.limit)(chat_completions)
+        # One budget per key (or IP) for every limited route, whatever its path: slowapi's default
+        # scope is the request path (one budget per route, and per id in `/v1/responses/{id}`).
+        self._check_in_storage = limiter.shared_limit(self.limit, scope="api")(chat_completions)
         self.limiter = limiter
 
     async def check(self, request: Request, metrics: ServiceMetrics | None) -> RateLimitDecision:
@@ -269,7 +272,9 @@ async def enforce_rate_limit(request: Request) -> None:
         except ValueError:
             body = None
         model, stream = _model_and_stream(body)
-        metrics.request(model, stream).finish("rate_limited")
+        responses = request.url.path.startswith(("/v1/responses", "/v1/conversations"))
+        api: Api = "responses" if responses else "chat_completions"
+        metrics.request(model, stream, api).finish("rate_limited")
     raise OpenAIError(
         429,
         f"Rate limit reached ({limiter.limit}). Retry after {decision.headers.get('retry-after', '1')} s.",

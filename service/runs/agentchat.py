@@ -63,6 +63,7 @@ from service.runs.events import (
     CodeGenerated,
     FinalAnswer,
     Handoff,
+    InputKind,
     InputRequested,
     MemoryQueried,
     ModelUsage,
@@ -151,13 +152,15 @@ class AgentChatTranslator:
             self._agent_event(item, events)
         return events
 
-    def requested_input(self, agent: str, prompt: str | None = None) -> list[RunEvent]:
+    def requested_input(
+        self, agent: str, prompt: str | None = None, kind: InputKind = InputKind.USER_PROXY
+    ) -> list[RunEvent]:
         """An agent asks for a person's input (a UserProxyAgent's input function, or a handoff to
         the user). The question is `prompt`, or else the last thing another agent said."""
         if self.input_request is not None:
             return []
         question = prompt or self._question_for(agent)
-        self.input_request = InputRequested(agent, question)
+        self.input_request = InputRequested(agent, question, kind)
         return [self.input_request]
 
     def finish(self) -> list[RunEvent]:
@@ -266,7 +269,7 @@ class AgentChatTranslator:
             events.append(Handoff(agent, message.target, clean_text(message.content, self.markers)))
             self._close(agent, events)
             if message.target not in self.members and message.target == USER_TARGET:
-                events.extend(self.requested_input(agent))
+                events.extend(self.requested_input(agent, kind=InputKind.HANDOFF))
             return
         if isinstance(message, ToolCallSummaryMessage):
             turn = self._turns.get(agent) or self._open(agent, events)

@@ -119,13 +119,20 @@ class SpeakerSelected:
     selected: tuple[str, ...]
 
 
+class InputKind(StrEnum):
+    USER_PROXY = "user_proxy"  # a UserProxyAgent asked (the answer becomes its message)
+    HANDOFF = "handoff"  # an agent handed off to the user (the answer is handed back to it)
+
+
 @dataclass(slots=True)
 class InputRequested:
     """An agent waits for a person (a UserProxyAgent, or a handoff to the user); `prompt` is the
-    question the person is asked to answer."""
+    question the person is asked to answer. `kind` says how the answer goes back to the team when
+    the run is resumed from its saved state."""
 
     agent: str
     prompt: str
+    kind: InputKind = InputKind.USER_PROXY
 
 
 @dataclass(slots=True)

@@ -4,29 +4,42 @@ The HTTP status of a stream is committed only when the run has something to say:
 after `RunStarted` (or `STREAM_KEEPALIVE_S`, whichever comes first). A run that fails before that
 (the first model call gets an upstream 502, the deadline passes) is answered with its real status
 (502/504/500) instead of a 200 followed by an error event.
+
+`pump_events` is the stream's writer loop, the same for every API: the wire format is a
+`StreamWriter` (chat-completion chunks, Responses events).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+import time
 from asyncio import FIRST_COMPLETED
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from autogen_core import CancellationToken
 from fastapi.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
-from service.observability.metrics import RequestObserver, ServiceMetrics
+from service.contract.errors import OpenAIError, deadline_passed
+from service.contract.sse import SSE_KEEPALIVE
+from service.observability.metrics import CoreFunction, Outcome, RequestObserver, ServiceMetrics
 from service.protection.capacity import WorkflowSlots
 from service.runs.events import ModelUsage, RunEnded, RunEvent, RunStarted
-from service.serving.errors import ClientGone
+from service.serving.errors import ClientGone, CoreFunctionError, run_failure
+
+logger = logging.getLogger("service.serving.stream")
 
 # How long a stream's first word is awaited before the client's disconnect is watched as well.
 WATCH_AFTER_S = 1.0
 STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no", "Connection": "keep-alive"}
 PRODUCER_STOP_TIMEOUT_S = 5.0
+# A stream may outlive WORKFLOW_TIMEOUT_S by this much: the run's last events after its deadline.
+STREAM_MARGIN_S = 5.0
+MAX_EVENTS_PER_WRITE = 64
 # Events that say nothing yet: the stream's status waits for the next one.
 _SILENT = (RunStarted, ModelUsage)
 
@@ -136,3 +149,156 @@ class AgentStreamingResponse(StreamingResponse):
                     await iterator.aclose()
             finally:
                 await self._on_close()
+
+
+class StreamWriter(Protocol):
+    """A wire format for `pump_events`: SSE events of the run's events, of its end, of a failure."""
+
+    def feed(self, event: RunEvent) -> list[str]:
+        """The SSE events of one run event (often none)."""
+
+    async def end(self, ended: RunEnded) -> tuple[list[str], Outcome]:
+        """The closing SSE events of a run that ended with an answer, and the request's outcome."""
+
+    def error(self, error: OpenAIError) -> list[str]:
+        """The last SSE events of a stream that failed after its first byte."""
+
+
+async def pump_events(
+    queue: asyncio.Queue[RunEvent],
+    writer: StreamWriter,
+    *,
+    first: Sequence[RunEvent] = (),
+    observer: RequestObserver | None = None,
+    keepalive_s: float = 15.0,
+    deadline_s: float | None = None,
+    flush_interval_s: float = 0.0,
+    preamble: int = 1,
+    function: CoreFunction = "generate_streaming_response",
+    model: str = "",
+) -> AsyncIterator[str]:
+    """The SSE writes of a running team's events, read from a bounded queue (after `first`).
+
+    Writes what `writer` makes of each event; everything already queued leaves in one write (one
+    send and one loop turn for many events when the client lags behind); after a write, events are
+    gathered for up to `flush_interval_s` (the first output is written at once). `: ping` comments
+    keep proxies from closing the connection while an agent thinks. A failure after the first byte
+    is written by `writer.error` and ends the stream. `preamble`: how many writes come before the
+    first content (time to first token is measured at the next one).
+
+    Raises:
+        Nothing to the caller once streaming: failures become the writer's error events (logged,
+        and counted as `function` 500s unless they are a run's own failure).
+    """
+    deadline = time.monotonic() + deadline_s if deadline_s else None
+    last_write = 0.0
+    output_sent = False
+    written_total = 0
+    pending = list(first)
+    try:
+        while True:
+            if flush_interval_s and output_sent:
+                # Gather what the team writes during the interval after the last write: one wake-up
+                # per write while tokens flow, instead of one per token.
+                hold = last_write + flush_interval_s - time.monotonic()
+                if hold > 0:
+                    await asyncio.sleep(hold)
+            if pending:
+                event = pending.pop(0)
+            elif queue.empty():
+                wait = keepalive_s if deadline is None else min(keepalive_s, deadline - time.monotonic())
+                if wait <= 0:
+                    raise TimeoutError
+                try:
+                    async with asyncio.timeout(wait):
+                        event = await queue.get()
+                except TimeoutError:
+                    if deadline is not None and time.monotonic() >= deadline:
+                        raise
+                    yield SSE_KEEPALIVE
+                    continue
+            else:
+                event = queue.get_nowait()
+            events: list[str] = []
+            while True:
+                if isinstance(event, RunEnded):
+                    failure = run_failure(event)
+                    if failure is None:
+                        closing, outcome = await writer.end(event)
+                        events.extend(closing)
+                    else:
+                        error, outcome = failure
+                        if isinstance(error, CoreFunctionError) and observer is not None:
+                            observer.error(error.function)
+                        events.extend(writer.error(error))
+                    if observer is not None:
+                        observer.chunks(len(events))
+                        observer.finish(outcome)
+                    yield "".join(events)
+                    return
+                written = writer.feed(event)
+                if written:
+                    events.extend(written)
+                if pending:
+                    event = pending.pop(0)
+                elif queue.empty() or len(events) >= MAX_EVENTS_PER_WRITE:
+                    break
+                else:
+                    event = queue.get_nowait()
+            if not events:
+                continue
+            written_total += len(events)
+            if not output_sent and written_total > preamble:
+                output_sent = True
+                if observer is not None:
+                    observer.first_content()
+            if observer is not None:
+                observer.chunks(len(events))
+            yield "".join(events)
+            last_write = time.monotonic()
+    except TimeoutError:
+        logger.warning("stream deadline passed", extra={"model": model})
+        if observer:
+            observer.finish("timeout")
+        yield "".join(writer.error(deadline_passed()))
+    except CoreFunctionError as exc:
+        if observer:
+            observer.error(exc.function)
+            observer.finish("server_error")
+        yield "".join(writer.error(exc))
+    except Exception:
+        logger.exception("streaming failed", extra={"model": model})
+        if observer:
+            observer.error(function)
+            observer.finish("server_error")
+        yield "".join(writer.error(CoreFunctionError(function)))
+
+
+async def open_stream(
+    run: StreamRun,
+    work: Awaitable[RunEnded],
+    queue: asyncio.Queue[RunEvent],
+    name: str,
+    wait_s: float,
+    client_gone: Callable[[], Awaitable[None]] | None = None,
+) -> list[RunEvent]:
+    """Start the run and wait for its first events (the stream's status is committed after them).
+
+    Raises:
+        OpenAIError: the run failed before saying anything (502/504/500: its real status); the run
+            is closed (and the request counted) before raising.
+        ClientGone: the client went away before the first event (the run is closed).
+    """
+    try:
+        run.start(work, name)
+        first = await first_events(queue, wait_s, client_gone)
+        if first and isinstance(first[-1], RunEnded):
+            failure = run_failure(first[-1])
+            if failure is not None:  # raised: the error handler counts a CoreFunctionError
+                error, outcome = failure
+                run.observer.finish(outcome)
+                raise error
+    except BaseException:
+        await run.close()
+        raise
+    return first

@@ -88,6 +88,7 @@ def service_env(tmp_path: Path, **overrides: str) -> dict[str, str]:
             "PORT": str(free_port()),
             "WORKERS": "1",
             "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
+            "DATA_DIR": str(tmp_path / "data"),  # the Responses API's SQLite state store
             "OTEL_TRACES_EXPORTER": "none",
             "PYTHONUNBUFFERED": "1",
         }
