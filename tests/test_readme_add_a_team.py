@@ -32,7 +32,8 @@ CHECKOUT_FILES = ("Makefile", "mk", "pyproject.toml", ".venv")
 
 def readme_section(title: str) -> str:
     text = README.read_text(encoding="utf-8")
-    return text.split(f"\n## {title}\n", 1)[1].split("\n## ", 1)[0]
+    # The section's own text: up to the next heading (its ### subsections are other subjects).
+    return re.split(r"\n#{2,3} ", text.split(f"\n## {title}\n", 1)[1], maxsplit=1)[0]
 
 
 def code_blocks(section: str, language: str) -> list[str]:
