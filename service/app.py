@@ -17,11 +17,12 @@ from service.api.error_handlers import install_error_handlers
 from service.api.middleware import RequestIdMiddleware
 from service.api.routes import chat, conversations, health, metrics, models, responses
 from service.api.routes.pages import install_pages
-from service.config import Settings, load_settings
+from service.app_state import put
+from service.config import SETTINGS, Settings, load_settings
 from service.gc_tuning import tune_gc
-from service.lifecycle import Lifecycle
+from service.lifecycle import LIFECYCLE, Lifecycle
 from service.observability.logging import configure_logging
-from service.observability.metrics import ServiceMetrics
+from service.observability.metrics import METRICS, ServiceMetrics
 from service.observability.tracing import (
     configure_tracing,
     decide_agent_runtime_tracing,
@@ -30,8 +31,8 @@ from service.observability.tracing import (
 )
 from service.protection.capacity import WorkflowSlots
 from service.protection.install import install_protection, log_protection
-from service.serving.context import ServingContext
-from service.state import StateStoreHandle
+from service.serving.context import SERVING, ServingContext
+from service.state import STATE_STORE, StateStoreHandle
 from service.workflows.registry import WorkflowRegistry
 
 logger = logging.getLogger(__name__)
@@ -65,14 +66,15 @@ def create_app(
         service_metrics = ServiceMetrics(
             known_models=[workflow.id for workflow in workflows.all()], known_agents=agents
         )
-        app.state.metrics = service_metrics
+        put(app, METRICS, service_metrics)
         state_store.on_error = service_metrics.state_errors.inc
-        app.state.serving = ServingContext(
+        serving = ServingContext(
             settings=settings,
             registry=workflows,
             metrics=service_metrics,
             slots=WorkflowSlots(settings.max_concurrent_workflows, service_metrics.active_workflows),
         )
+        put(app, SERVING, serving)
         lifecycle.workflows_loaded = bool(workflows.all())
         log_protection(app, settings)
         tune_gc(settings)
@@ -101,10 +103,11 @@ def create_app(
         docs_url=None,
         redoc_url=None,
     )
-    app.state.settings = settings
-    app.state.lifecycle = lifecycle
+    put(app, SETTINGS, settings)
+    put(app, LIFECYCLE, lifecycle)
     # Stored responses and conversations: opened on the first Responses request (service.state).
-    state_store = app.state.state_store = StateStoreHandle(settings)
+    state_store = StateStoreHandle(settings)
+    put(app, STATE_STORE, state_store)
     install_error_handlers(app)
     routers = (
         chat.router,

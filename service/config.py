@@ -9,6 +9,7 @@ from typing import Annotated, Literal
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from service.app_state import StateKey
 from service.contract.chat import ActivityMode
 
 _RATE_LIMIT_PATTERN = r"^\s*\d+\s*(/|per)\s*\d*\s*(second|minute|hour|day)s?\s*$"
@@ -227,3 +228,6 @@ def load_settings() -> Settings:
             field = ".".join(str(part) for part in error["loc"]) or "settings"
             problems.append(f"  {field.upper()}: {error['msg']}")
         raise SettingsError("invalid configuration:\n" + "\n".join(problems)) from None
+
+
+SETTINGS: StateKey[Settings] = StateKey("settings", Settings)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from service.app_state import StateKey
+
 # On SIGTERM, time kept between uvicorn's graceful timeout and gunicorn's for the app's shutdown
 # (close clients, flush traces) before the master would SIGKILL the worker.
 SHUTDOWN_MARGIN_S = 2.0
@@ -20,3 +22,6 @@ class Lifecycle:
 
     def start_draining(self) -> None:
         self.draining = True
+
+
+LIFECYCLE: StateKey[Lifecycle] = StateKey("lifecycle", Lifecycle)

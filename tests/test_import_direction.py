@@ -13,6 +13,7 @@ SERVICE = REPO_ROOT / "service"
 # What each part may import from the service (besides itself). Run events know no wire format; the
 # wire contract knows nothing of the service; only the HTTP layer and the app know FastAPI's routes.
 ALLOWED: dict[str, set[str]] = {
+    "app_state": set(),  # the one typed accessor to what a worker keeps on its app
     "contract": set(),
     "config": {"contract"},
     "lifecycle": set(),
@@ -48,6 +49,9 @@ ALLOWED: dict[str, set[str]] = {
         "state",
     },
 }
+# Every part may reach the app's state through its one typed accessor.
+for allowed in ALLOWED.values():
+    allowed.add("app_state")
 # Entry points and the app factory may import anything.
 TOP = {"app", "cli", "gunicorn_conf", "__main__", "__init__"}
 

@@ -10,30 +10,27 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from service.lifecycle import Lifecycle
-from service.observability.metrics import ServiceMetrics
-from service.serving.context import ServingContext
+from service.app_state import get
+from service.lifecycle import LIFECYCLE, Lifecycle
+from service.observability.metrics import METRICS, ServiceMetrics
+from service.serving.context import SERVING, ServingContext
 from service.workflows.registry import WorkflowRegistry
 
 
 async def get_context(request: Request) -> ServingContext:
-    context: ServingContext = request.app.state.serving
-    return context
+    return get(request.app, SERVING)
 
 
 async def get_registry(request: Request) -> WorkflowRegistry:
-    registry: WorkflowRegistry = request.app.state.serving.registry
-    return registry
+    return get(request.app, SERVING).registry
 
 
 async def get_metrics(request: Request) -> ServiceMetrics:
-    metrics: ServiceMetrics = request.app.state.metrics
-    return metrics
+    return get(request.app, METRICS)
 
 
 async def get_lifecycle(request: Request) -> Lifecycle:
-    lifecycle: Lifecycle = request.app.state.lifecycle
-    return lifecycle
+    return get(request.app, LIFECYCLE)
 
 
 ContextDep = Annotated[ServingContext, Depends(get_context)]

@@ -11,7 +11,9 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Route
 
+from service.app_state import find
 from service.contract.errors import GENERIC_SERVER_ERROR, OpenAIError, sanitize
+from service.observability.metrics import METRICS
 from service.protection.responses import error_response
 from service.serving.errors import CoreFunctionError
 
@@ -49,7 +51,7 @@ def install_error_handlers(app: FastAPI) -> None:
     async def on_openai_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, OpenAIError)
         if isinstance(exc, CoreFunctionError):
-            metrics = getattr(request.app.state, "metrics", None)
+            metrics = find(request.app, METRICS)
             if metrics is not None:
                 metrics.errors.labels(exc.function).inc()
         return error_response(exc)
@@ -72,7 +74,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
         logger.exception("unhandled error", extra={"path": request.url.path})
-        metrics = getattr(request.app.state, "metrics", None)
+        metrics = find(request.app, METRICS)
         if metrics is not None:
             metrics.errors.labels("unhandled").inc()
         return error_response(OpenAIError(500, GENERIC_SERVER_ERROR, code="internal_error"))

@@ -17,6 +17,7 @@ from typing import Literal, get_args
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
 
+from service.app_state import StateKey
 from service.observability import multiprocess
 
 logger = logging.getLogger(__name__)
@@ -294,3 +295,6 @@ class RequestObserver:
         self.metrics.duration.labels(self.api, self.model, self.stream).observe(
             time.perf_counter() - self.started
         )
+
+
+METRICS: StateKey[ServiceMetrics] = StateKey("metrics", ServiceMetrics)

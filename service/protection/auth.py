@@ -31,8 +31,10 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from limits import parse as parse_limit
 
+from service.app_state import StateKey, find, get
 from service.config import Settings, parse_api_keys_file
 from service.contract.errors import OpenAIError
+from service.observability.metrics import METRICS
 
 logger = logging.getLogger(__name__)
 
@@ -219,7 +221,7 @@ def _unauthorized(request: Request, message: str) -> OpenAIError:
 
 
 def _count_rejection(request: Request, reason: str) -> None:
-    metrics = getattr(request.app.state, "metrics", None)
+    metrics = find(request.app, METRICS)
     if metrics is not None:
         metrics.rejected.labels(reason).inc()
 
@@ -257,10 +259,10 @@ async def require_api_key(
 ) -> str | None:
     """Dependency: the caller's key fingerprint (None when auth is off); 401 without a valid key,
     429 for a client past `AUTH_FAILURE_LIMIT` wrong keys in its window."""
-    keys: ApiKeys = request.app.state.api_keys
+    keys = get(request.app, API_KEYS)
     if not keys.enabled:
         return None
-    limiter: FailedAuthLimiter | None = getattr(request.app.state, "auth_failures", None)
+    limiter = find(request.app, AUTH_FAILURES)
     client = FailedAuthLimiter.client_of(request.client.host if request.client else "unknown")
     if limiter is not None:
         retry_after = limiter.retry_after(client)
@@ -273,3 +275,7 @@ async def require_api_key(
         raise _wrong_key(request, limiter, client)
     request.state.api_key_id = key_id
     return key_id
+
+
+API_KEYS: StateKey[ApiKeys] = StateKey("api_keys", ApiKeys)
+AUTH_FAILURES: StateKey[FailedAuthLimiter] = StateKey("auth_failures", FailedAuthLimiter)

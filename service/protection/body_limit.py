@@ -12,7 +12,9 @@ import logging
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from service.app_state import find
 from service.contract.errors import OpenAIError
+from service.observability.metrics import METRICS
 from service.protection.responses import error_response
 
 logger = logging.getLogger(__name__)
@@ -44,7 +46,7 @@ def _declared_length(scope: Scope) -> int | None:
 
 def _count_rejection(scope: Scope) -> None:
     app = scope.get("app")
-    metrics = getattr(getattr(app, "state", None), "metrics", None)
+    metrics = find(app, METRICS)
     if metrics is not None:
         metrics.rejected.labels("body_too_large").inc()
 

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 from fastapi import Request
 
+from service.app_state import find, get
 from service.contract.errors import OpenAIError
-from service.lifecycle import Lifecycle
+from service.lifecycle import LIFECYCLE
+from service.observability.metrics import METRICS
 
 
 def shutting_down() -> OpenAIError:
@@ -25,9 +27,9 @@ def shutting_down() -> OpenAIError:
 
 async def refuse_while_draining(request: Request) -> None:
     """Guard: 503 for new work once the worker drains (counted as `rejected{reason="draining"}`)."""
-    lifecycle: Lifecycle = request.app.state.lifecycle
+    lifecycle = get(request.app, LIFECYCLE)
     if lifecycle.draining:
-        metrics = getattr(request.app.state, "metrics", None)
+        metrics = find(request.app, METRICS)
         if metrics is not None:
             metrics.rejected.labels("draining").inc()
         raise shutting_down()

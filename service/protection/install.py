@@ -10,13 +10,14 @@ import logging
 
 from fastapi import FastAPI
 
+from service.app_state import get, put
 from service.config import Settings
 from service.lifecycle import SHUTDOWN_MARGIN_S
-from service.protection.auth import ApiKeys, FailedAuthLimiter
+from service.protection.auth import API_KEYS, AUTH_FAILURES, ApiKeys, FailedAuthLimiter
 from service.protection.body_limit import BodyLimitMiddleware
 from service.protection.connections import connection_cap, fd_limit
 from service.protection.headers import CORSMiddleware, SecurityHeadersMiddleware, cors_options
-from service.protection.ratelimit import ChatRateLimiter, redact_uri
+from service.protection.ratelimit import RATE_LIMITER, ChatRateLimiter, redact_uri
 
 logger = logging.getLogger("service.protection")
 
@@ -28,10 +29,14 @@ _reported_by_master = False
 
 
 def install_protection(app: FastAPI, settings: Settings) -> None:
-    """API keys and rate limiter on `app.state`; body cap, CORS and security headers as ASGI middleware."""
-    app.state.api_keys = ApiKeys.from_settings(settings)
-    app.state.auth_failures = FailedAuthLimiter.from_settings(settings)
-    app.state.rate_limiter = ChatRateLimiter(settings) if settings.rate_limit else None
+    """API keys, failed-auth and rate limiters kept on the app; body cap, CORS and security headers as
+    ASGI middleware."""
+    put(app, API_KEYS, ApiKeys.from_settings(settings))
+    failures = FailedAuthLimiter.from_settings(settings)
+    if failures is not None:
+        put(app, AUTH_FAILURES, failures)
+    if settings.rate_limit:
+        put(app, RATE_LIMITER, ChatRateLimiter(settings))
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     if settings.cors_origins:
         app.add_middleware(CORSMiddleware, **cors_options(settings))
@@ -41,7 +46,7 @@ def install_protection(app: FastAPI, settings: Settings) -> None:
 def log_protection(app: FastAPI, settings: Settings) -> None:
     """The start-up report, unless the gunicorn master that started this worker already logged it."""
     if not _reported_by_master:
-        report_protection(settings, app.state.api_keys)
+        report_protection(settings, get(app, API_KEYS))
 
 
 def report_from_master(settings: Settings) -> None:

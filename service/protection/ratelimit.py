@@ -38,9 +38,10 @@ from slowapi import Limiter
 from slowapi.errors import RateLimitExceeded
 from starlette.concurrency import run_in_threadpool
 
+from service.app_state import StateKey, find
 from service.config import Settings
 from service.contract.errors import OpenAIError
-from service.observability.metrics import Api, ServiceMetrics
+from service.observability.metrics import METRICS, Api, ServiceMetrics
 
 logger = logging.getLogger(__name__)
 
@@ -257,10 +258,10 @@ def _model_and_stream(body: object) -> tuple[str, bool]:
 
 async def enforce_rate_limit(request: Request) -> None:
     """Dependency: 429 with `Retry-After` and `x-ratelimit-*` over the limit; headers kept for the answer."""
-    limiter: ChatRateLimiter | None = getattr(request.app.state, "rate_limiter", None)
+    limiter = find(request.app, RATE_LIMITER)
     if limiter is None:
         return
-    metrics: ServiceMetrics | None = getattr(request.app.state, "metrics", None)
+    metrics = find(request.app, METRICS)
     decision = await limiter.check(request, metrics)
     if decision.allowed:
         request.state.rate_limit_headers = decision.headers
@@ -287,3 +288,6 @@ def rate_limit_headers(request: Request) -> dict[str, str]:
     """The `x-ratelimit-*` headers of an allowed request (empty when limits are off or unchecked)."""
     headers: dict[str, str] = getattr(request.state, "rate_limit_headers", {})
     return headers
+
+
+RATE_LIMITER: StateKey[ChatRateLimiter] = StateKey("rate_limiter", ChatRateLimiter)

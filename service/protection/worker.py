@@ -34,10 +34,11 @@ from uvicorn.config import Config
 from uvicorn.server import Server
 from uvicorn_worker import UvicornWorker
 
+from service.app_state import find
 from service.config import load_settings
-from service.lifecycle import SHUTDOWN_MARGIN_S, Lifecycle
+from service.lifecycle import LIFECYCLE, SHUTDOWN_MARGIN_S
 from service.observability.logging import WorkerStartupFilter
-from service.observability.metrics import ServiceMetrics
+from service.observability.metrics import METRICS, ServiceMetrics
 from service.protection.connections import ConnectionGuard, connection_cap, guarded_protocol
 
 logger = logging.getLogger("service.drain")
@@ -133,12 +134,11 @@ class DrainingUvicornWorker(UvicornWorker):  # type: ignore[misc]
         super().init_process()
 
     def _metrics(self) -> ServiceMetrics | None:
-        metrics = getattr(getattr(self.wsgi, "state", None), "metrics", None)
-        return metrics if isinstance(metrics, ServiceMetrics) else None
+        return find(self.wsgi, METRICS)
 
     def _start_draining(self) -> None:
-        lifecycle = getattr(getattr(self.wsgi, "state", None), "lifecycle", None)
-        if isinstance(lifecycle, Lifecycle):
+        lifecycle = find(self.wsgi, LIFECYCLE)
+        if lifecycle is not None:
             lifecycle.start_draining()
 
     async def _serve(self) -> None:

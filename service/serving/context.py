@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from service.app_state import StateKey
 from service.config import Settings
 from service.observability.metrics import ServiceMetrics
 from service.protection.capacity import WorkflowSlots
@@ -16,3 +17,6 @@ class ServingContext:
     registry: WorkflowRegistry
     metrics: ServiceMetrics
     slots: WorkflowSlots
+
+
+SERVING: StateKey[ServingContext] = StateKey("serving", ServingContext)

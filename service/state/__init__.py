@@ -10,6 +10,7 @@ import asyncio
 import logging
 from collections.abc import Callable
 
+from service.app_state import StateKey
 from service.config import Settings
 from service.protection.ratelimit import redact_uri
 from service.state.store import (
@@ -113,3 +114,6 @@ __all__ = [
     "encode_state",
     "open_state_store",
 ]
+
+
+STATE_STORE: StateKey[StateStoreHandle] = StateKey("state_store", StateStoreHandle)

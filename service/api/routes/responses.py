@@ -17,6 +17,7 @@ from fastapi.security import HTTPAuthorizationCredentials
 from service.api.cancellation import cancel_on_disconnect
 from service.api.deps import ContextDep
 from service.api.routes.chat import admit_chat_request
+from service.app_state import get
 from service.contract.errors import ErrorResponse
 from service.contract.responses import CreateResponse, ItemList, ResponseDeleted, ResponseObject
 from service.protection.auth import bearer_scheme, require_api_key
@@ -24,7 +25,7 @@ from service.protection.drain import refuse_while_draining
 from service.protection.ratelimit import enforce_rate_limit, rate_limit_headers
 from service.serving import responses as serving
 from service.serving.errors import ClientGone
-from service.state import ANONYMOUS_OWNER, StateStoreHandle
+from service.state import ANONYMOUS_OWNER, STATE_STORE, StateStoreHandle
 
 
 async def admit_read_request(
@@ -38,7 +39,7 @@ async def admit_read_request(
 
 
 async def get_states(request: Request) -> StateStoreHandle:
-    states: StateStoreHandle = request.app.state.state_store
+    states = get(request.app, STATE_STORE)
     return states
 
 
