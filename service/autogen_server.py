@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from autogen_agentchat.messages import BaseChatMessage
@@ -73,9 +73,11 @@ class ChatStreamWriter:
     """The chat-completions wire format of `pump_events`: chunks, `data: [DONE]`, error events."""
 
     encoder: ChatStreamEncoder
+    # The encoder's own `feed`, bound once: one call less per token.
+    feed: Callable[[RunEvent], list[str]] = field(init=False)
 
-    def feed(self, event: RunEvent) -> list[str]:
-        return self.encoder.feed(event)
+    def __post_init__(self) -> None:
+        self.feed = self.encoder.feed
 
     async def end(self, ended: RunEnded) -> tuple[list[str], Outcome]:
         return [*self.encoder.feed(ended), SSE_DONE], "ok"

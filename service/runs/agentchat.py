@@ -125,7 +125,9 @@ class AgentChatTranslator:
         turn.streamed.append(text)
         cleaned = turn.filter.feed(text)
         if cleaned:
-            events.append(self._delta(agent, cleaned))
+            if agent == self.live_answer_agent:
+                self._live_text.append(cleaned)
+            events.append(TextDelta(agent, cleaned))
         return events
 
     def model_call(

@@ -98,10 +98,9 @@ class RunContext:
         ones that did not fit are returned, for the caller to `send` (waiting for room)."""
         events = self.translator.token(agent, text)  # TextDelta, after an AgentTurnStarted
         offer = self.sink.offer
-        for index, event in enumerate(events):
-            if not offer(event):
-                return events[index:]
-        return []
+        while events and offer(events[0]):
+            del events[0]
+        return events
 
     async def model_called(
         self, agent: str, model: str, prompt_tokens: int, completion_tokens: int, finish_reason: str
