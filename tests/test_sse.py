@@ -70,6 +70,15 @@ def test_random_texts_and_model_ids_encode_identically() -> None:
             assert activity_event(encoder, text, "planner") == encode_chunk(encoder.chunk(delta))
 
 
+def test_structured_activity_events_equal_the_regular_encoding() -> None:
+    for text, agent in zip(TRICKY_TEXTS, ["writer", "agent_with_ü", 'quote"agent'] * 3, strict=False):
+        encoder = stream_encoder("my.team:v2")
+        activity = {"type": "tool_call", "agent": agent, "call_id": "c1", "tool": "t", "arguments": text}
+        event = encoder._piece_event(Piece(ACTIVITY, text, agent, activity))
+        delta = {"reasoning_content": text, "reasoning": text, "name": agent, "activity": activity}
+        assert event == encode_chunk(encoder.chunk(delta))
+
+
 def test_an_example_without_every_mark_is_refused() -> None:
     with pytest.raises(ValueError):
         EventTemplate('data: {"choices":[]}\n\n', 1)

@@ -37,32 +37,41 @@ class EventTemplate:
     """An SSE event with string slots, cut from an example event whose slots hold `slot_mark(i)`.
 
     A slot may appear more than once (the same text under two field names); `render` fills every
-    occurrence of slot i with `values[i]`, JSON-escaped. A slot listed in `raw` stands for a JSON
-    number (a stream's sequence number): the example holds its mark as a string, and `render`
-    writes its value (the number's text) without quotes.
+    occurrence of slot i with `values[i]`, JSON-escaped. A slot listed in `raw` stands for JSON
+    that is written as it is (a number, an object): the example holds its mark as a string, and
+    `render` writes its value without quotes. `bind` fills some slots once (a stream's id, model
+    and time) and gives the template of the others.
     """
 
-    __slots__ = ("_format", "_raw")
+    __slots__ = ("_format", "_literals", "_order", "_raw")
 
     def __init__(self, encoded_example: str, slots: int, raw: frozenset[int] = frozenset()) -> None:
-        self._raw = raw
         marks = {json_string(slot_mark(index)): index for index in range(slots)}
-        pieces: list[str] = []
-        seen: set[int] = set()
+        literals: list[str] = []
+        order: list[int] = []
         rest = encoded_example
         while True:
             found = [(rest.find(mark), mark) for mark in marks if mark in rest]
             if not found:
                 break
             position, mark = min(found)
-            pieces.append(_literal(rest[:position]))
-            pieces.append(f"{{{marks[mark]}}}")
-            seen.add(marks[mark])
+            literals.append(rest[:position])
+            order.append(marks[mark])
             rest = rest[position + len(mark) :]
-        pieces.append(_literal(rest))
-        if seen != set(range(slots)):
+        literals.append(rest)
+        if set(order) != set(range(slots)):
             raise ValueError("the example event does not carry every slot mark")
+        self._set(literals, order, raw)
+
+    def _set(self, literals: list[str], order: list[int], raw: frozenset[int]) -> None:
+        self._literals = tuple(literals)
+        self._order = tuple(order)
+        self._raw = raw
         # One `str.format` per event: the escaped values go in by position, in C.
+        pieces = [_literal(literals[0])]
+        for slot, literal in zip(order, literals[1:], strict=True):
+            pieces.append(f"{{{slot}}}")
+            pieces.append(_literal(literal))
         self._format = "".join(pieces)
 
     def render(self, *values: str) -> str:
@@ -72,6 +81,24 @@ class EventTemplate:
         return self._format.format(
             *(value if index in raw else json_string(value) for index, value in enumerate(values))
         )
+
+    def bind(self, fixed: dict[int, str]) -> EventTemplate:
+        """This template with the slots in `fixed` filled (escaped, or as they are if raw); the
+        other slots keep their order and are numbered from 0."""
+        remaining = sorted(set(self._order) - set(fixed))
+        number = {slot: index for index, slot in enumerate(remaining)}
+        literals = [self._literals[0]]
+        order: list[int] = []
+        for slot, literal in zip(self._order, self._literals[1:], strict=True):
+            if slot in fixed:
+                value = fixed[slot] if slot in self._raw else json_string(fixed[slot])
+                literals[-1] += value + literal
+            else:
+                order.append(number[slot])
+                literals.append(literal)
+        bound = object.__new__(EventTemplate)
+        bound._set(literals, order, frozenset(number[slot] for slot in self._raw if slot in number))
+        return bound
 
 
 def _literal(text: str) -> str:

@@ -18,6 +18,9 @@ encoded the regular way: two or three JSON string escapes per token instead of a
 
 from __future__ import annotations
 
+import json
+import warnings
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,6 +30,7 @@ from service.contract.chat import (
     AssistantMessage,
     ChatCompletionChunk,
     Choice,
+    ChunkChoice,
     FinishReason,
     InputRequired,
     Output,
@@ -41,6 +45,52 @@ _LENGTH_REASONS = frozenset({RunEndReason.TURN_CAP, RunEndReason.TOKEN_CAP})
 
 # How a chunk model becomes an SSE event (the server passes one that goes through `handle_response`).
 ChunkEncoder = Callable[[ChatCompletionChunk], str]
+
+
+# The chunk shapes written from templates, and their slots after the stream's id (0), model (1) and
+# time (2, raw): the text and the agent, and for a structured activity its JSON (raw).
+ANSWER_SHAPE, ACTIVITY_SHAPE, STRUCTURED_SHAPE = "answer", "activity", "structured"
+_DELTAS: dict[str, tuple[dict[str, str], frozenset[int]]] = {
+    ANSWER_SHAPE: ({"content": slot_mark(3), "name": slot_mark(4)}, frozenset({2})),
+    ACTIVITY_SHAPE: (
+        {"reasoning_content": slot_mark(3), "reasoning": slot_mark(3), "name": slot_mark(4)},
+        frozenset({2}),
+    ),
+    STRUCTURED_SHAPE: (
+        {
+            "reasoning_content": slot_mark(3),
+            "reasoning": slot_mark(3),
+            "name": slot_mark(4),
+            "activity": slot_mark(5),
+        },
+        frozenset({2, 5}),
+    ),
+}
+_skeletons: weakref.WeakKeyDictionary[ChunkEncoder, dict[str, EventTemplate]] = weakref.WeakKeyDictionary()
+
+
+def _skeleton(encode: ChunkEncoder, shape: str) -> EventTemplate:
+    """The process's template of a chunk shape, cut from one chunk encoded the regular way (by
+    `encode`, the server's: through `handle_response`), so its events are byte for byte theirs."""
+    per_encoder = _skeletons.setdefault(encode, {})
+    skeleton = per_encoder.get(shape)
+    if skeleton is None:
+        delta, raw = _DELTAS[shape]
+        # The marks stand in for an int (created) and an object (activity): the example is built
+        # without validation, and its serializer's warning about those two fields is expected.
+        fields: dict[str, Any] = {
+            "id": slot_mark(0),
+            "model": slot_mark(1),
+            "created": slot_mark(2),
+            "choices": [ChunkChoice(delta=delta, finish_reason=None)],
+            "usage": None,
+        }
+        example = ChatCompletionChunk.model_construct(**fields)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            encoded = encode(example)
+        skeleton = per_encoder[shape] = EventTemplate(encoded, 6 if shape == STRUCTURED_SHAPE else 5, raw)
+    return skeleton
 
 
 def finish_reason(ended: RunEnded) -> FinishReason:
@@ -64,8 +114,7 @@ class ChatStreamEncoder:
     encode: ChunkEncoder
     projection: Projection = field(init=False)
     answer_agent: str | None = None
-    _answer_template: EventTemplate | None = None
-    _activity_template: EventTemplate | None = None
+    _templates: dict[str, EventTemplate] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.projection = Projection(self.mode)
@@ -84,28 +133,23 @@ class ChatStreamEncoder:
             }
         )
 
-    def _template(self, delta: dict[str, str], slots: int) -> EventTemplate:
-        return EventTemplate(self.encode(self.chunk(delta)), slots)
+    def _template(self, shape: str) -> EventTemplate:
+        """This stream's template of a chunk shape: the process's skeleton with the stream's id,
+        model and time filled in (no model built per stream)."""
+        template = self._templates.get(shape)
+        if template is None:
+            skeleton = _skeleton(self.encode, shape)
+            fixed = {0: self.completion_id, 1: self.model, 2: str(self.created)}
+            template = self._templates[shape] = skeleton.bind(fixed)
+        return template
 
     def _text_event(self, channel: int, text: str, agent: str) -> str:
-        if channel == ANSWER:
-            template = self._answer_template
-            if template is None:
-                template = self._answer_template = self._template(
-                    {"content": slot_mark(0), "name": slot_mark(1)}, 2
-                )
-            return template.render(text, agent)
-        template = self._activity_template
-        if template is None:
-            template = self._activity_template = self._template(
-                {"reasoning_content": slot_mark(0), "reasoning": slot_mark(0), "name": slot_mark(1)}, 2
-            )
-        return template.render(text, agent)
+        return self._template(ANSWER_SHAPE if channel == ANSWER else ACTIVITY_SHAPE).render(text, agent)
 
     def _piece_event(self, piece: Piece) -> str:
         if piece.channel == ACTIVITY and piece.activity is not None:
-            delta = {"reasoning_content": piece.text, "reasoning": piece.text, "name": piece.agent}
-            return self.encode(self.chunk({**delta, "activity": piece.activity}))
+            activity = json.dumps(piece.activity, separators=(",", ":"), ensure_ascii=False)
+            return self._template(STRUCTURED_SHAPE).render(piece.text, piece.agent, activity)
         return self._text_event(piece.channel, piece.text, piece.agent)
 
     # --- events -------------------------------------------------------------------------------

@@ -33,7 +33,7 @@ class _Grammar:
         self.held_tail = re.compile(rf"\s*{full}*(?:{partial})?\Z" if partial else rf"\s*{full}*\Z")
         self.markers_at_end = re.compile(rf"\s*{full}+\Z")
         # A piece with none of these characters can hold back nothing but trailing whitespace.
-        self.marker_start = re.compile("[" + re.escape("".join({marker[0] for marker in markers})) + "]")
+        self.first_chars = "".join(sorted({marker[0] for marker in markers}))
 
     @classmethod
     def of(cls, markers: tuple[str, ...]) -> _Grammar:
@@ -46,25 +46,31 @@ class _Grammar:
 class TextFilter:
     """Streaming cleaner of one message: `feed` pieces, then `end`."""
 
-    __slots__ = ("_grammar", "_pending", "_started")
+    __slots__ = ("_blank", "_grammar", "_pending", "_started")
 
     def __init__(self, markers: Iterable[str] = DEFAULT_MARKERS) -> None:
         self._grammar = _Grammar.of(tuple(sorted(set(markers))) or DEFAULT_MARKERS)
         self._pending = ""
+        self._blank = True  # nothing but whitespace waits
         self._started = False
 
     def feed(self, text: str) -> str:
         """The part of the text so far that is certain to stay (leading whitespace is dropped)."""
         pending = self._pending
-        if not self._grammar.marker_start.search(text) and (not pending or pending.isspace()):
-            # The common token: no marker can start in it, so only its trailing whitespace waits
-            # (the same cut the general case makes; this is its fast form).
+        if self._blank and not _has_any(text, self._grammar.first_chars):
+            # The common token: no marker can start in it and only whitespace waits, so only its
+            # trailing whitespace waits in turn (the general case's cut, in its fast form).
             if not self._started:
                 text = text.lstrip()
                 if not text:
                     return ""
                 self._started = True
                 pending = ""
+            if not text:
+                return ""
+            if not text[-1].isspace():
+                self._pending = ""
+                return pending + text if pending else text
             body = text.rstrip()
             if not body:
                 self._pending = pending + text
@@ -81,12 +87,20 @@ class TextFilter:
         match = self._grammar.held_tail.search(buffer)
         cut = match.start() if match else len(buffer)
         self._pending = buffer[cut:]
+        self._blank = self._pending.isspace() or not self._pending
         return buffer[:cut]
 
     def end(self) -> str:
         """The rest, at the end of the message: trailing markers and whitespace are dropped."""
         held, self._pending = self._pending, ""
+        self._blank = True
         return self._grammar.markers_at_end.sub("", held).rstrip()
+
+
+def _has_any(text: str, chars: str) -> bool:
+    if len(chars) == 1:
+        return chars in text
+    return any(char in text for char in chars)
 
 
 def clean_text(text: str, markers: Iterable[str] = DEFAULT_MARKERS) -> str:
