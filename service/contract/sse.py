@@ -15,8 +15,9 @@ from typing import Any
 SSE_DONE = "data: [DONE]\n\n"
 SSE_KEEPALIVE = ": ping\n\n"
 
-# The same escaping `encode_event` applies to a string inside a dict (ensure_ascii=False).
-json_string: Callable[[str], str] = json.JSONEncoder(ensure_ascii=False).encode
+# The same escaping `encode_event` applies to a string inside a dict (ensure_ascii=False): the
+# encoder's own C function, without `JSONEncoder.encode`'s Python wrapper around it.
+json_string: Callable[[str], str] = json.encoder.encode_basestring
 
 
 def encode_event(data: dict[str, Any], event: str | None = None) -> str:
@@ -81,6 +82,10 @@ class EventTemplate:
         return self._format.format(
             *(value if index in raw else json_string(value) for index, value in enumerate(values))
         )
+
+    def render_pair(self, first: str, second: str) -> str:
+        """`render` of a template with two string slots (the per-token case), without its loop."""
+        return self._format.format(json_string(first), json_string(second))
 
     def bind(self, fixed: dict[int, str]) -> EventTemplate:
         """This template with the slots in `fixed` filled (escaped, or as they are if raw); the

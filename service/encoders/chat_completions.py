@@ -115,6 +115,8 @@ class ChatStreamEncoder:
     projection: Projection = field(init=False)
     answer_agent: str | None = None
     _templates: dict[str, EventTemplate] = field(default_factory=dict)
+    # The text chunks' renderers, by channel (ANSWER, ACTIVITY): looked up once per stream.
+    _renders: list[Callable[[str, str], str] | None] = field(default_factory=lambda: [None, None])
 
     def __post_init__(self) -> None:
         self.projection = Projection(self.mode)
@@ -143,8 +145,13 @@ class ChatStreamEncoder:
             template = self._templates[shape] = skeleton.bind(fixed)
         return template
 
+    def _renderer(self, channel: int) -> Callable[[str, str], str]:
+        shape = ANSWER_SHAPE if channel == ANSWER else ACTIVITY_SHAPE
+        render = self._renders[channel] = self._template(shape).render_pair
+        return render
+
     def _text_event(self, channel: int, text: str, agent: str) -> str:
-        return self._template(ANSWER_SHAPE if channel == ANSWER else ACTIVITY_SHAPE).render(text, agent)
+        return (self._renders[channel] or self._renderer(channel))(text, agent)
 
     def _piece_event(self, piece: Piece) -> str:
         if piece.channel == ACTIVITY and piece.activity is not None:
@@ -158,7 +165,8 @@ class ChatStreamEncoder:
         if type(event) is TextDelta:
             channel = self.projection.text_channel(event)
             if channel is not None:
-                return [self._text_event(channel, event.text, event.agent)]
+                render = self._renders[channel] or self._renderer(channel)
+                return [render(event.text, event.agent)]
         if isinstance(event, RunStarted):
             self.projection.start(event)
             return [self.encode(self.chunk({"role": "assistant", "content": ""}))]

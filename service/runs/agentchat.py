@@ -90,10 +90,10 @@ def message_text(message: BaseChatMessage) -> str:
 
 @dataclass
 class _Turn:
-    """An agent's open turn: its text filter and the raw tokens streamed since its last message."""
+    """An agent's open turn: its text filter, and whether tokens streamed since its last message."""
 
     filter: TextFilter
-    streamed: list[str] = field(default_factory=list)
+    streamed: bool = False
 
 
 @dataclass
@@ -122,7 +122,7 @@ class AgentChatTranslator:
         events: list[RunEvent] = []
         if turn is None:
             turn = self._open(agent, events)
-        turn.streamed.append(text)
+        turn.streamed = True
         cleaned = turn.filter.feed(text)
         if cleaned:
             if agent == self.live_answer_agent:
@@ -228,19 +228,20 @@ class AgentChatTranslator:
         turn.filter = TextFilter(self.markers)
         return turn
 
-    def _streamed_already(self, turn: _Turn, text: str) -> bool:
-        """Whether `text` (a message or thought) arrived token by token before: then it is not
-        repeated. The record is consumed either way, so the next model call starts afresh."""
-        streamed = "".join(turn.streamed)
-        turn.streamed.clear()
-        return bool(streamed) and text.strip() in streamed
+    @staticmethod
+    def _streamed_already(turn: _Turn) -> bool:
+        """Whether the message or thought that closes a model call arrived token by token before
+        (the agent's model client streams each of its calls): then it is not repeated. The mark
+        is consumed either way, so the next model call starts afresh."""
+        streamed, turn.streamed = turn.streamed, False
+        return streamed
 
     def _text(self, agent: str, text: str, events: list[RunEvent], *, thought: bool = False) -> None:
         turn = self._turns.get(agent) or self._open(agent, events)
         cleaned = clean_text(text, self.markers)
         if cleaned and thought:
             self._remember(agent, cleaned, answer=False)
-        if self._streamed_already(turn, text) or not cleaned:
+        if self._streamed_already(turn) or not cleaned:
             return
         if thought:
             self._flush_text(agent, events)
@@ -275,7 +276,7 @@ class AgentChatTranslator:
             return
         if isinstance(message, ToolCallSummaryMessage):
             turn = self._turns.get(agent) or self._open(agent, events)
-            turn.streamed.clear()
+            turn.streamed = False
             self._remember(agent, message.content, answer=True)
             self._close(agent, events)
             return

@@ -61,9 +61,10 @@ class QueueSink:
             self.queue.put_nowait(event)
 
     def offer(self, event: RunEvent) -> bool:
-        if self.queue.full():
+        try:
+            self.queue.put_nowait(event)
+        except asyncio.QueueFull:
             return False
-        self.queue.put_nowait(event)
         return True
 
 
