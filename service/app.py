@@ -33,6 +33,7 @@ from service.protection.capacity import WorkflowSlots
 from service.protection.install import install_protection, log_protection
 from service.serving.context import SERVING, ServingContext
 from service.state import STATE_STORE, StateStoreHandle
+from service.workflows.handler_discovery import cache_handler_discovery
 from service.workflows.registry import WorkflowRegistry
 
 logger = logging.getLogger(__name__)
@@ -77,6 +78,7 @@ def create_app(
         put(app, SERVING, serving)
         lifecycle.workflows_loaded = bool(workflows.all())
         log_protection(app, settings)
+        cache_handler_discovery()
         tune_gc(settings)
         logger.info(
             "workflows loaded",
