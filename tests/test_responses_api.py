@@ -24,6 +24,7 @@ from service.state import decode_state, open_state_store
 from service.workflows.demo_client import DemoChatCompletionClient
 from service.workflows.registry import WorkflowRegistry
 from tests.conftest import make_settings, running_app
+from tests.helpers.server import free_port
 
 QUESTION = "What is AutoGen?"
 KEY_A, KEY_B = "sk-resp-alpha", "sk-resp-bravo"
@@ -581,3 +582,30 @@ async def test_rate_limit_and_drain_guard_the_responses_routes(tmp_path: Path) -
         ):
             response = await http.request(method, path, json=body)
             assert response.status_code == 503 and response.json()["error"]["code"] == "shutting_down"
+
+
+async def test_stored_objects_answer_503_while_the_state_store_cannot_be_reached(tmp_path: Path) -> None:
+    """Every stored-object route turns an unreachable store into 503 `state_store_unavailable`
+    (retry shortly), and chat completions keep working."""
+    async with service(tmp_path, state_store_uri=f"redis://127.0.0.1:{free_port()}/0") as http:
+        calls = [
+            ("GET", "/v1/responses/resp_missing", None),
+            ("DELETE", "/v1/responses/resp_missing", None),
+            ("GET", "/v1/responses/resp_missing/input_items", None),
+            ("POST", "/v1/conversations", {"items": [{"role": "user", "content": "hi"}]}),
+            ("GET", "/v1/conversations/conv_missing", None),
+            ("POST", "/v1/conversations/conv_missing", {"metadata": {"k": "v"}}),
+            ("DELETE", "/v1/conversations/conv_missing", None),
+            ("GET", "/v1/conversations/conv_missing/items", None),
+            ("POST", "/v1/conversations/conv_missing/items", {"items": [{"role": "user", "content": "hi"}]}),
+            ("GET", "/v1/conversations/conv_missing/items/msg_missing", None),
+        ]
+        for method, path, body in calls:
+            response = await http.request(method, path, json=body)
+            assert response.status_code == 503, (method, path, response.text)
+            assert response.json()["error"]["code"] == "state_store_unavailable", (method, path)
+            assert response.headers["retry-after"] == "1"
+        chat = await http.post(
+            "/v1/chat/completions", json={"model": "echo", "messages": [{"role": "user", "content": "hi"}]}
+        )
+        assert chat.status_code == 200

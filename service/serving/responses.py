@@ -19,7 +19,7 @@ import contextlib
 import logging
 import secrets
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -670,19 +670,24 @@ async def _complete(turn: _Turn, request: RunRequest, token: CancellationToken) 
 
 
 # ------------------------------------------------------------------------------- stored objects
-async def _store(states: StateStoreHandle) -> StateStore:
+@contextlib.contextmanager
+def _unavailable_as_503() -> Iterator[None]:
+    """A state store that cannot be reached is the caller's 503 `state_store_unavailable`."""
     try:
-        return await states.get()
+        yield
     except StateStoreUnavailable:
         raise store_unavailable() from None
+
+
+async def _store(states: StateStoreHandle) -> StateStore:
+    with _unavailable_as_503():
+        return await states.get()
 
 
 async def _response_of(states: StateStoreHandle, response_id: str, owner: str) -> ResponseRecord:
     store = await _store(states)
-    try:
+    with _unavailable_as_503():
         record = await store.get_response(response_id)
-    except StateStoreUnavailable:
-        raise store_unavailable() from None
     if record is None or not _owner_of(record.owner, owner):
         raise not_found("response", response_id, states.ttl_s)
     return record
@@ -694,10 +699,8 @@ async def get_response(states: StateStoreHandle, response_id: str, owner: str) -
 
 async def delete_response(states: StateStoreHandle, response_id: str, owner: str) -> dict[str, Any]:
     await _response_of(states, response_id, owner)
-    try:
+    with _unavailable_as_503():
         await (await _store(states)).delete_response(response_id)
-    except StateStoreUnavailable:
-        raise store_unavailable() from None
     return ResponseDeleted(id=response_id).model_dump(mode="json")
 
 
@@ -716,10 +719,8 @@ async def list_input_items(
 
 async def _conversation_of(states: StateStoreHandle, conversation_id: str, owner: str) -> ConversationRecord:
     store = await _store(states)
-    try:
+    with _unavailable_as_503():
         record = await store.get_conversation(conversation_id)
-    except StateStoreUnavailable:
-        raise store_unavailable() from None
     if record is None or not _owner_of(record.owner, owner):
         raise not_found("conversation", conversation_id, states.ttl_s)
     return record
@@ -740,10 +741,8 @@ async def create_conversation(
         id=new_id("conv"), owner=owner, created_at=now(), metadata=body.metadata or {}, run=ConversationRun()
     )
     store = await _store(states)
-    try:
+    with _unavailable_as_503():
         await store.create_conversation(record, stored_items(messages))
-    except StateStoreUnavailable:
-        raise store_unavailable() from None
     return _conversation_object(record)
 
 
@@ -755,10 +754,8 @@ async def update_conversation(
     states: StateStoreHandle, conversation_id: str, owner: str, metadata: dict[str, str]
 ) -> dict[str, Any]:
     record = await _conversation_of(states, conversation_id, owner)
-    try:
+    with _unavailable_as_503():
         updated = await (await _store(states)).update_metadata(conversation_id, metadata)
-    except StateStoreUnavailable:
-        raise store_unavailable() from None
     if not updated:
         raise not_found("conversation", conversation_id, states.ttl_s)
     record.metadata = metadata
@@ -767,10 +764,8 @@ async def update_conversation(
 
 async def delete_conversation(states: StateStoreHandle, conversation_id: str, owner: str) -> dict[str, Any]:
     await _conversation_of(states, conversation_id, owner)
-    try:
+    with _unavailable_as_503():
         await (await _store(states)).delete_conversation(conversation_id)
-    except StateStoreUnavailable:
-        raise store_unavailable() from None
     return ConversationDeleted(id=conversation_id).model_dump(mode="json")
 
 
@@ -779,12 +774,10 @@ async def list_conversation_items(
 ) -> dict[str, Any]:
     check_page(limit, order)
     await _conversation_of(states, conversation_id, owner)
-    try:
+    with _unavailable_as_503():
         found = await (await _store(states)).list_items(
             conversation_id, after=after, limit=limit, order="asc" if order == "asc" else "desc"
         )
-    except StateStoreUnavailable:
-        raise store_unavailable() from None
     if found is None:
         raise OpenAIError(
             400, f"'{sanitize(after or '', 80)}' is not an item of this conversation.", param="after"
@@ -796,10 +789,8 @@ async def get_conversation_item(
     states: StateStoreHandle, conversation_id: str, item_id: str, owner: str
 ) -> dict[str, Any]:
     await _conversation_of(states, conversation_id, owner)
-    try:
+    with _unavailable_as_503():
         item = await (await _store(states)).get_item(conversation_id, item_id)
-    except StateStoreUnavailable:
-        raise store_unavailable() from None
     if item is None:
         raise OpenAIError(
             404, f"No item '{sanitize(item_id, 80)}' in this conversation.", code="item_not_found"
@@ -827,7 +818,7 @@ async def add_conversation_items(
         )
     store = await _store(states)
     key, token = f"conv:{conversation_id}", secrets.token_hex(16)
-    try:
+    with _unavailable_as_503():
         if not await store.try_lock(key, token, ITEMS_LOCK_S):
             raise busy("conversation")
         try:
@@ -836,6 +827,4 @@ async def add_conversation_items(
                 raise not_found("conversation", conversation_id, states.ttl_s)
         finally:
             await store.unlock(key, token)
-    except StateStoreUnavailable:
-        raise store_unavailable() from None
     return item_list(items, False)
