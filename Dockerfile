@@ -26,15 +26,18 @@ ENV PIP_NO_CACHE_DIR=1 \
 WORKDIR /src
 RUN python -m venv "$VIRTUAL_ENV"
 
-# Dependencies first, from the exact pins of pyproject.toml (`[project].dependencies`, no dev
-# extra), in their own layer: a source change does not reinstall them. Wheels only: nothing is
-# compiled, so the builder needs no compiler either.
-COPY pyproject.toml ./
+# Dependencies first: pyproject.toml's runtime dependencies (`[project].dependencies`, no dev
+# extra), every version, transitive ones included, from requirements.lock (the constraints file
+# `make serve` and `make test` install under too; `make lock` writes it), in their own layer: a
+# source change does not reinstall them. Wheels only: nothing is compiled, so the builder needs
+# no compiler either.
+COPY pyproject.toml requirements.lock ./
 RUN --mount=type=secret,id=pip.conf,target=/run/secrets/pip.conf \
     --mount=type=secret,id=pip-ca.pem,target=/run/secrets/pip-ca.pem \
     python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" \
         > requirements.txt \
-    && pip install --no-cache-dir --only-binary=:all: --requirement requirements.txt
+    && pip install --no-cache-dir --only-binary=:all: --requirement requirements.txt \
+        --constraint requirements.lock
 
 # Then the service itself (its dependencies are already there).
 COPY README.md ./

@@ -14,17 +14,32 @@ PORT ?= 8000
 WORKERS ?= 2
 export HOST PORT WORKERS
 
-.PHONY: install dev serve test lint typecheck unit system-deps clean
+# Every version of what is installed, pinned: the serve set, the dev set and the image
+# (Dockerfile) all install under this one constraints file; `make lock` refreshes it.
+LOCK := requirements.lock
+# Test workers of `make test`: most process tests wait on servers and sockets, so more workers
+# than cores pay off (measured on 2 cores: docs/testing.md). `--dist loadgroup` keeps the tests
+# of a module that share a server on one worker (tests/conftest.py marks them).
+TEST_WORKERS ?= 4
+PYTEST_PARALLEL := -n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder
 
-$(SERVE_STAMP): pyproject.toml
+.PHONY: install dev serve test test-fast lock lint typecheck unit system-deps clean
+
+$(SERVE_STAMP): pyproject.toml $(LOCK)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e .
+	$(BIN)/python -m pip install --quiet --constraint $(LOCK) -e .
 	touch $@
 
 $(STAMP): $(SERVE_STAMP)
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet --constraint $(LOCK) -e '.[dev]'
 	touch $@
+
+## lock: re-resolve requirements.lock from pyproject.toml (keeps the pins that still fit;
+## `make lock UPGRADE=1` moves every package to its newest fitting release)
+lock: $(STAMP)
+	$(BIN)/uv pip compile pyproject.toml --extra dev --python-version 3.11 --quiet \
+	  --custom-compile-command "make lock" $(if $(UPGRADE),--upgrade) --output-file $(LOCK)
 
 ## install: .venv with what serving needs, nothing more (what `make serve` uses)
 install: $(SERVE_STAMP)
@@ -56,9 +71,14 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-## test: install into .venv (and apt packages), lint, type-check, run the whole suite
+## test: install into .venv (and apt packages), lint, type-check, run the whole suite on
+## $(TEST_WORKERS) workers
 test: $(STAMP) system-deps lint typecheck
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest $(PYTEST_PARALLEL) $(PYTEST_ARGS)
+
+## test-fast: the in-process tests only (no server, redis, browser or subprocess), about a minute
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -m "not process and not slow" $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache reports bench-results build *.egg-info

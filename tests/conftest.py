@@ -1,39 +1,78 @@
-"""Shared fixtures: the real app over httpx's ASGI transport, and the official `openai` SDK client."""
+"""Shared fixtures (the real app over httpx's ASGI transport, the official `openai` SDK client) and
+the test run's set-up: automatic markers, the order of modules, a data dir per test worker."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
-from typing import Any
+import os
+from collections.abc import AsyncIterator, Iterator
 
 import httpx
 import openai
 import pytest
-from fastapi import FastAPI
 
 from service.app import create_app
-from service.config import Settings
+from tests.helpers.app import make_settings, running_app
+from tests.helpers.markers import Scanner, followed, markers_for
+from tests.helpers.redis_server import requires_redis
+
+__all__ = ["make_settings", "running_app"]  # tests once imported them from here
 
 
-def make_settings(**overrides: Any) -> Settings:
-    """Settings for in-process tests: defaults, never the developer's `.env`.
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the `xdist_group` markers given here
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark every test by what it starts (tests/helpers/markers.py), keep a module's tests that
+    share a server-starting fixture on one xdist worker (`xdist_group`, for `--dist loadgroup`),
+    and run modules with slow tests first, then those with shared servers, then other process
+    tests, then in-process tests: the long ones then do not finish last on one worker."""
+    scanner = Scanner()
+    rank: dict[str, int] = {}  # module -> the lowest rank of its tests
+    for item in items:
+        module = item.nodeid.split("::")[0]
+        if isinstance(item, pytest.Function):
+            _mark(item, scanner)
+        rank[module] = min(_rank(item), rank.get(module, 3))
+    position = {module: index for index, module in enumerate(rank)}
+    # A stable sort: a module's tests stay together and in their order (module fixtures start once).
+    items.sort(key=lambda item: (rank[item.nodeid.split("::")[0]], position[item.nodeid.split("::")[0]]))
 
-    The garbage collector is not frozen here: it would freeze the test process's objects at every
-    app start-up (the worker's tuning is checked on a real server).
-    """
-    overrides.setdefault("gc_freeze_after_startup", False)
-    return Settings(_env_file=None, **overrides)  # type: ignore[call-arg]
+
+def _mark(item: pytest.Function, scanner: Scanner) -> None:
+    names = scanner.names(item.function)
+    shared = False  # a fixture wider than the test starts something: its tests share a worker
+    for definitions in item._fixtureinfo.name2fixturedefs.values():
+        fixture = definitions[-1]
+        if followed(fixture.func):
+            fixture_names = scanner.names(fixture.func)
+            names |= fixture_names
+            shared |= fixture.scope != "function" and bool(markers_for(fixture_names))
+    marks = markers_for(names)
+    if any(mark == requires_redis.mark for mark in item.iter_markers("skipif")):
+        marks |= {"redis", "process"}
+    for marker in sorted(marks):
+        item.add_marker(marker)
+    if shared:
+        item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))
 
 
-@asynccontextmanager
-async def running_app(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
-            yield client
+def _rank(item: pytest.Item) -> int:
+    if item.get_closest_marker("slow"):
+        return 0
+    if item.get_closest_marker("xdist_group"):
+        return 1
+    return 2 if item.get_closest_marker("process") else 3
 
 
-AppFactory = Callable[..., Any]
+@pytest.fixture(scope="session", autouse=True)
+def _worker_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """`DATA_DIR` (the embedded SQLite state store) of this test worker: in-process apps and
+    services started with the worker's environment never share a file with another worker."""
+    previous = os.environ.get("DATA_DIR")
+    os.environ["DATA_DIR"] = str(tmp_path_factory.mktemp("data"))
+    yield
+    if previous is None:
+        os.environ.pop("DATA_DIR", None)
+    else:
+        os.environ["DATA_DIR"] = previous
 
 
 @pytest.fixture

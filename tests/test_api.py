@@ -10,7 +10,7 @@ import openai
 import pytest
 
 from service.app import create_app
-from tests.conftest import make_settings, running_app
+from tests.helpers.app import make_settings, running_app
 
 QUESTION = [{"role": "user", "content": "What is AutoGen?"}]
 

@@ -40,7 +40,7 @@ from service.runs.events import (
 from service.serving.context import ServingContext
 from service.serving.errors import CoreFunctionError
 from service.workflows.registry import WorkflowRegistry
-from tests.conftest import make_settings
+from tests.helpers.app import make_settings
 
 
 def request(model: str = "demo-team", stream: bool = False, **extra: Any) -> Input:

@@ -3,7 +3,7 @@
 Every overlay of k8s/overlays is rendered with kustomize (`kubectl kustomize`, or a `kustomize`
 binary), every rendered object is validated with kubernetes-validate --strict against pinned
 Kubernetes versions (the two Prometheus Operator kinds against the CRD schemas of
-tests/deploy_support.py), and the policy points of docs/deploy.md are asserted on the rendered
+tests/helpers/deploy.py), and the policy points of docs/deploy.md are asserted on the rendered
 objects. `make k8s-check` runs this file.
 """
 
@@ -28,7 +28,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from tests.deploy_support import (
+from tests.helpers.deploy import (
     CONTRACT,
     CRD_SCHEMAS,
     DASHBOARDS_DIR,
@@ -130,7 +130,7 @@ def test_every_rendered_object_is_valid(rendered, overlay, version):
         try:
             validate_object(obj, version)
         except kubernetes_validate.SchemaNotFoundError as exc:
-            errors.append(f"{label}: no schema ({exc.message}); add one to tests/deploy_support.py")
+            errors.append(f"{label}: no schema ({exc.message}); add one to tests/helpers/deploy.py")
         except (kubernetes_validate.ValidationError, jsonschema.ValidationError) as exc:
             path = ".".join(str(part) for part in exc.path)
             errors.append(f"{label}: {path}: {exc.message}")
@@ -848,7 +848,8 @@ def test_dockerignore_keeps_the_context_minimal():
         for line in (ROOT / ".dockerignore").read_text(encoding="utf-8").splitlines()
         if line.strip() and not line.startswith("#")
     ]
-    for path in ("pyproject.toml", "README.md", "service/app.py", "service/workflows/builtin/echo.json"):
+    for path in ("pyproject.toml", "requirements.lock", "README.md", "service/app.py",
+                 "service/workflows/builtin/echo.json"):  # fmt: skip
         assert not _dockerignored(path, patterns), f"{path} is needed by the build"
     for path in (".git/config", ".venv/bin/python", "tests/test_deploy.py", "k8s/base/kustomization.yaml",
                  ".env", "service/.env", "service/__pycache__/app.cpython-311.pyc"):  # fmt: skip

@@ -159,10 +159,23 @@ def test_image_metadata() -> None:
     )
 
 
-def test_image_venv_holds_what_serving_needs_and_no_dev_tool() -> None:
-    run = ("run", "--rm", *RUN_FLAGS, "--entrypoint=python", IMAGE, "-c")
-    env = distributions.probe(["podman", *run])
-    distributions.assert_serving_only(env, "the image's /opt/venv")
+@pytest.fixture(scope="module")
+def image_venv() -> distributions.Environment:
+    """What the image's /opt/venv really holds, read inside a container of the image."""
+    return distributions.probe(["podman", "run", "--rm", *RUN_FLAGS, "--entrypoint=python", IMAGE, "-c"])
+
+
+def test_image_venv_holds_what_serving_needs_and_no_dev_tool(image_venv: distributions.Environment) -> None:
+    distributions.assert_serving_only(image_venv, "the image's /opt/venv")
+
+
+def test_image_venv_agrees_with_the_lock_and_the_test_venv(image_venv: distributions.Environment) -> None:
+    """The image ships requirements.lock's versions, the ones the tests ran (tests/test_install.py
+    holds `make serve`'s venv to the same lock)."""
+    distributions.assert_agree(
+        {"the image's /opt/venv": image_venv, "the test venv": distributions.this_environment()},
+        complete=["the image's /opt/venv"],
+    )
 
 
 def test_health_and_readiness(container: Container) -> None:

@@ -65,6 +65,19 @@ def test_fresh_serve_venv_holds_no_dev_tools(make_serve: tuple[ServiceProcess, P
     assert (venv / "bin" / "autogen-service").exists()
 
 
+def test_fresh_serve_venv_agrees_with_the_lock_and_the_test_venv(
+    make_serve: tuple[ServiceProcess, Path],
+) -> None:
+    """`make serve` installs requirements.lock's versions, the ones the tests run (the image is
+    held to the same lock by tests/test_image.py)."""
+    _, venv = make_serve
+    serve_venv = distributions.probe([str(venv / "bin" / "python"), "-c"])
+    distributions.assert_agree(
+        {"make serve's venv": serve_venv, "the test venv": distributions.this_environment()},
+        complete=["make serve's venv"],
+    )
+
+
 def test_fresh_serve_venv_imports_every_service_module(
     make_serve: tuple[ServiceProcess, Path], tmp_path: Path
 ) -> None:

@@ -19,7 +19,7 @@ from yamllint import linter
 from yamllint.config import YamlLintConfig
 
 from service.observability.metrics import ServiceMetrics
-from tests.observability_helpers import (
+from tests.helpers.observability import (
     CONTRACT_FILE,
     DASHBOARDS_DIR,
     OBSERVABILITY_DIR,

@@ -19,9 +19,9 @@ import httpx
 import pytest
 
 from service.observability.metrics import ERROR_FUNCTIONS, REJECT_REASONS
+from tests.helpers.observability import contract_metrics, exposed_metric_names
 from tests.helpers.probes import worker_pids
 from tests.helpers.server import REPO_ROOT, start_service
-from tests.observability_helpers import contract_metrics, exposed_metric_names
 
 UNSHARE = shutil.which("unshare")
 # Mounts a tmpfs of $SIZE at $1, makes $1/prom, fills the rest of it, then runs the command after $1.

@@ -30,10 +30,10 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from service.app import create_app
 from service.observability.logging import ContextFilter, ServiceJsonFormatter
-from tests.conftest import make_settings, running_app
+from tests.helpers.app import make_settings, running_app
+from tests.helpers.observability import exposed_metric_names, metric_names_used_in_assets, running_prometheus
 from tests.helpers.probes import send_until_workers_served
 from tests.helpers.server import ServiceProcess, start_service
-from tests.observability_helpers import exposed_metric_names, metric_names_used_in_assets, running_prometheus
 
 BUILTIN = Path(__file__).resolve().parents[1] / "service" / "workflows" / "builtin"
 PROMPT = "Please repeat this sentence back to me word for word so that the stream takes a little while"
@@ -179,7 +179,7 @@ def test_real_prometheus_scrapes_the_service(two_workers: ServiceProcess, tmp_pa
     asyncio.run(drive(two_workers.base_url, count=4, concurrency=2))
     expected = sample(scrape(two_workers.base_url), "autogen_requests_total", model="echo", outcome="ok")
     with running_prometheus(f"127.0.0.1:{two_workers.port}", tmp_path) as prometheus:
-        from tests.observability_helpers import wait_for_query
+        from tests.helpers.observability import wait_for_query
 
         result = wait_for_query(
             prometheus,

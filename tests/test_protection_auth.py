@@ -16,7 +16,7 @@ import pytest
 from service.app import create_app
 from service.protection import auth
 from service.protection.auth import ApiKeys, FailedAuthLimiter, fingerprint
-from tests.conftest import make_settings, running_app
+from tests.helpers.app import make_settings, running_app
 from tests.helpers.server import start_service
 
 KEY, OTHER_KEY = "sk-auth-test-1", "sk-auth-test-2"

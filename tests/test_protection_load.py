@@ -24,7 +24,7 @@ import psutil
 import uvicorn
 
 from service.app import create_app
-from tests.conftest import make_settings
+from tests.helpers.app import make_settings
 from tests.helpers.probes import metric, wait_until, worker_pids
 from tests.helpers.server import free_port, start_service
 

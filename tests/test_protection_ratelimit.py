@@ -29,7 +29,7 @@ from service.protection.ratelimit import (
     _storage_options,
     redact_uri,
 )
-from tests.conftest import make_settings, running_app
+from tests.helpers.app import make_settings, running_app
 from tests.helpers.probes import metric, requests_by_worker, send_until_workers_served, wait_until
 from tests.helpers.redis_server import RedisServer, requires_redis
 from tests.helpers.server import free_port, start_service

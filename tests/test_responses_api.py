@@ -23,7 +23,7 @@ from service.app import create_app
 from service.state import decode_state, open_state_store
 from service.workflows.demo_client import DemoChatCompletionClient
 from service.workflows.registry import WorkflowRegistry
-from tests.conftest import make_settings, running_app
+from tests.helpers.app import make_settings, running_app
 from tests.helpers.server import free_port
 
 QUESTION = "What is AutoGen?"

@@ -53,7 +53,7 @@ from loadtests.scripted_llm import (
 )
 from service.app import create_app
 from service.workflows.registry import LLM_MODEL_INFO
-from tests.conftest import make_settings, running_app
+from tests.helpers.app import make_settings, running_app
 
 USER = [{"role": "user", "content": "hello"}]
 WEATHER_TOOL = {

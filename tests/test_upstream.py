@@ -96,10 +96,12 @@ def test_clients_that_never_read_do_not_hold_upstream_streams_past_the_deadline(
     body = {"model": "echo", "messages": QUESTION, "stream": True}
     sockets = [raw_stream_request(service.base_url, body) for _ in range(ROUNDS)]
     try:
-        started = llm.wait_stats(lambda stats: stats["streaming_requests"] >= ROUNDS, timeout=20)
+        started = llm.wait_stats(lambda stats: stats["streaming_requests"] >= ROUNDS, timeout=30)
         assert started["streaming_requests"] == ROUNDS, started
         # Their queues are full, their runs wait; then WORKFLOW_TIMEOUT_S (4 s) ends every run.
-        assert closed_within(llm, 4.0 + 2.0), llm.stats()
+        # Without the deadline they would wait as long as the clients stay: the margin past 4 s
+        # is for a loaded machine, where the fake's writing and the service's closing are slow.
+        assert closed_within(llm, 4.0 + 26.0), llm.stats()
     finally:
         for sock in sockets:
             sock.close()

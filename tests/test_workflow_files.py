@@ -30,7 +30,7 @@ from service.workflows.mcp import SharedMcpWorkbench
 from service.workflows.registry import WorkflowRegistry
 from service.workflows.shared import get as shared_instance
 from tests.conformance.shapes import MCP_SERVER, client_for
-from tests.conftest import make_settings, running_app
+from tests.helpers.app import make_settings, running_app
 
 QUESTION = [{"role": "user", "content": "How do I TERMINATE a process on Linux?"}]
 

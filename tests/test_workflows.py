@@ -17,7 +17,7 @@ from service.runs.text import TextFilter, clean_text
 from service.workflows.demo_client import DemoChatCompletionClient
 from service.workflows.instrumented_client import InstrumentedChatCompletionClient
 from service.workflows.registry import WorkflowLoadError, WorkflowRegistry
-from tests.conftest import make_settings, running_app
+from tests.helpers.app import make_settings, running_app
 
 BUILTIN = Path(__file__).resolve().parents[1] / "service" / "workflows" / "builtin"
 

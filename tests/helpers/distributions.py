@@ -1,4 +1,5 @@
-"""What a Python environment (a venv, the image's /opt/venv) holds, against what serving needs.
+"""What a Python environment (a venv, the image's /opt/venv) holds, against what serving needs
+and against requirements.lock.
 
 `PROBE` runs in the environment's own interpreter (standard library only) and prints its
 distributions with their requirements and its marker environment; `runtime_closure` follows the
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -58,7 +60,8 @@ environment = {
     "sys_platform": sys.platform,
 }
 distributions = {d.metadata["Name"]: d.requires or [] for d in m.distributions()}
-print(json.dumps({"environment": environment, "distributions": distributions}))
+versions = {d.metadata["Name"]: d.version for d in m.distributions()}
+print(json.dumps({"environment": environment, "distributions": distributions, "versions": versions}))
 """
 
 
@@ -66,6 +69,7 @@ print(json.dumps({"environment": environment, "distributions": distributions}))
 class Environment:
     marker_environment: dict[str, str]
     distributions: dict[str, list[str]]  # canonical name -> requirement strings
+    versions: dict[str, str]  # canonical name -> installed version
 
     @property
     def names(self) -> set[str]:
@@ -78,7 +82,13 @@ def probe(command: Sequence[str], timeout: float = 120) -> Environment:
     assert result.returncode == 0, result.stderr[-3000:]
     data = json.loads(result.stdout.strip().splitlines()[-1])
     distributions = {canonicalize_name(name): requires for name, requires in data["distributions"].items()}
-    return Environment(data["environment"], distributions)
+    versions = {canonicalize_name(name): version for name, version in data["versions"].items()}
+    return Environment(data["environment"], distributions, versions)
+
+
+def this_environment() -> Environment:
+    """The test venv: the interpreter running the tests."""
+    return probe([sys.executable, "-c"])
 
 
 def runtime_closure(env: Environment, root: str = PROJECT) -> tuple[set[str], set[str]]:
@@ -123,3 +133,47 @@ def assert_serving_only(env: Environment, where: str) -> None:
     assert not dev_only & env.names, f"{where}: dev-extra packages installed: {sorted(dev_only & env.names)}"
     extra = env.names - needed - INSTALLERS
     assert not extra, f"{where}: installed but not needed to serve: {sorted(extra)}"
+
+
+LOCK = REPO_ROOT / "requirements.lock"
+
+
+def locked_versions(lock: Path = LOCK) -> dict[str, str]:
+    """requirements.lock's pins: canonical name -> version (uv's `name==version` lines)."""
+    pins: dict[str, str] = {}
+    for line in lock.read_text(encoding="utf-8").splitlines():
+        text = line.split("#", 1)[0].strip()
+        if not text:
+            continue
+        requirement = Requirement(text)
+        (specifier,) = requirement.specifier
+        assert specifier.operator == "==", f"not a pin in {lock.name}: {line}"
+        pins[canonicalize_name(requirement.name)] = specifier.version
+    return pins
+
+
+def assert_agree(environments: Mapping[str, Environment], complete: Sequence[str] = ()) -> None:
+    """The environments and the lock agree: any two environments hold the same version of every
+    distribution both hold, and that is the lock's version (pip, setuptools and wheel aside, which
+    come with the venv). The environments named in `complete` hold nothing the lock does not pin
+    (the project itself aside): what they install cannot float."""
+    pins = locked_versions()
+    ignored = INSTALLERS | {PROJECT}
+    problems: list[str] = []
+    for where, env in environments.items():
+        for name, version in sorted(env.versions.items()):
+            if name in ignored:
+                continue
+            if name not in pins:
+                if where in complete:
+                    problems.append(f"{where}: {name} {version} is not in {LOCK.name}")
+            elif version != pins[name]:
+                problems.append(f"{where}: {name} {version}, {LOCK.name} pins {pins[name]}")
+    names = list(environments)
+    for index, first in enumerate(names):
+        for second in names[index + 1 :]:
+            a, b = environments[first].versions, environments[second].versions
+            for name in sorted((set(a) & set(b)) - ignored):
+                if a[name] != b[name]:
+                    problems.append(f"{name}: {a[name]} in {first}, {b[name]} in {second}")
+    assert not problems, "\n".join(problems)

@@ -26,7 +26,7 @@ from typing import Any
 import httpx
 import yaml
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 OBSERVABILITY_DIR = REPO_ROOT / "observability"
 DASHBOARDS_DIR = OBSERVABILITY_DIR / "grafana" / "dashboards"
 PROMETHEUS_DIR = OBSERVABILITY_DIR / "prometheus"
