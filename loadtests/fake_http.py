@@ -481,8 +481,11 @@ class FakeServer:
 # ---------------------------------------------------------------------------------------------------------
 # Running a server: CLI, subprocess handle, thread handle
 # ---------------------------------------------------------------------------------------------------------
-def http_json(url: str, method: str = "GET", body: Any = None, timeout: float = 5.0) -> Any:
-    """A JSON request to a control endpoint; an HTTP error raises ``RuntimeError`` with the server's text."""
+def http_json(url: str, method: str = "GET", body: Any = None, timeout: float = 30.0) -> Any:
+    """A JSON request to a control endpoint; an HTTP error raises ``RuntimeError`` with the server's text.
+
+    The timeout is generous: a fake busy writing many streams on a loaded machine answers its
+    control endpoints late, and a test should then wait rather than fail."""
     data = json.dumps(body).encode() if body is not None else (b"" if method == "POST" else None)
     req = urllib.request.Request(url, method=method, data=data, headers={"Content-Type": "application/json"})
     try:

@@ -20,20 +20,33 @@ __all__ = ["make_settings", "running_app"]  # tests once imported them from here
 
 @pytest.hookimpl(tryfirst=True)  # before xdist reads the `xdist_group` markers given here
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Mark every test by what it starts (tests/helpers/markers.py), keep a module's tests that
-    share a server-starting fixture on one xdist worker (`xdist_group`, for `--dist loadgroup`),
-    and run modules with slow tests first, then those with shared servers, then other process
-    tests, then in-process tests: the long ones then do not finish last on one worker."""
+    """Mark every test by what it starts (tests/helpers/markers.py); keep a module's tests that
+    share a server-starting fixture on one xdist worker (`xdist_group`, for `--dist loadgroup`);
+    and order the run for `--no-loadscope-reorder`: slow tests first (each then starts on a
+    worker of its own instead of finishing last), then modules with a shared server (the largest
+    first), then other process tests, then in-process tests. A module's other tests stay together
+    and in their order, so a module fixture starts once per worker."""
     scanner = Scanner()
-    rank: dict[str, int] = {}  # module -> the lowest rank of its tests
     for item in items:
-        module = item.nodeid.split("::")[0]
         if isinstance(item, pytest.Function):
             _mark(item, scanner)
-        rank[module] = min(_rank(item), rank.get(module, 3))
-    position = {module: index for index, module in enumerate(rank)}
-    # A stable sort: a module's tests stay together and in their order (module fixtures start once).
-    items.sort(key=lambda item: (rank[item.nodeid.split("::")[0]], position[item.nodeid.split("::")[0]]))
+    modules: dict[str, list[pytest.Item]] = {}
+    for item in items:
+        modules.setdefault(_module(item), []).append(item)
+    rank = {module: min(_rank(item) for item in members) for module, members in modules.items()}
+    position = {module: index for index, module in enumerate(modules)}
+
+    def key(item: pytest.Item) -> tuple[int, int, int, int]:
+        module = _module(item)
+        slow = item.get_closest_marker("slow") is not None
+        size = len(modules[module]) if rank[module] == 1 else 0
+        return (0 if slow else 1, rank[module], -size, position[module])
+
+    items.sort(key=key)  # stable: the order within a module is kept
+
+
+def _module(item: pytest.Item) -> str:
+    return item.nodeid.split("::")[0]
 
 
 def _mark(item: pytest.Function, scanner: Scanner) -> None:
@@ -51,7 +64,7 @@ def _mark(item: pytest.Function, scanner: Scanner) -> None:
     for marker in sorted(marks):
         item.add_marker(marker)
     if shared:
-        item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))
+        item.add_marker(pytest.mark.xdist_group(_module(item)))
 
 
 def _rank(item: pytest.Item) -> int:

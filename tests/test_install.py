@@ -20,7 +20,7 @@ import pytest
 from tests.helpers import distributions
 from tests.helpers.server import REPO_ROOT, ServiceProcess, service_env
 
-pytestmark = pytest.mark.timeout(900)
+pytestmark = [pytest.mark.timeout(900), pytest.mark.slow]
 
 IMPORT_EVERY_MODULE = """
 import importlib, pkgutil, sys

@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 import httpx
+import pytest
 
 from tests.helpers.server import start_service
 
@@ -77,6 +78,7 @@ def stored_objects(base_url: str) -> str:
     return "\n".join(lines)
 
 
+@pytest.mark.slow
 def test_the_service_honours_its_own_schema(tmp_path: Path) -> None:
     # High limits: the limiters are on the request path but never the reason for an answer (the
     # auth checks send wrong keys on purpose).

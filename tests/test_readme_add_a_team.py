@@ -3,8 +3,8 @@
 Its Python block runs with the checkout's `.venv/bin/python` and writes `workflows/research-team.json`;
 its shell line (`WORKFLOWS_DIR=$PWD/workflows make serve`) serves that folder; the new team is listed
 and answers through the official SDK. Both run in a folder that stands for the reader's checkout
-(the Makefile, `mk/`, `pyproject.toml` and `.venv` linked from this one), so the test writes nothing
-into the repository.
+(the Makefile, `mk/`, `pyproject.toml`, `requirements.lock` and `.venv` linked from this one), so
+the test writes nothing into the repository.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from tests.helpers.server import REPO_ROOT, service_env
 pytestmark = pytest.mark.timeout(240)
 
 README = REPO_ROOT / "README.md"
-CHECKOUT_FILES = ("Makefile", "mk", "pyproject.toml", ".venv")
+CHECKOUT_FILES = ("Makefile", "mk", "pyproject.toml", "requirements.lock", ".venv")
 
 
 def readme_section(title: str) -> str:
