@@ -14,11 +14,22 @@ from service.app import create_app
 from tests.helpers.app import make_settings, running_app
 from tests.helpers.markers import Scanner, followed, markers_for
 from tests.helpers.redis_server import requires_redis
+from tests.helpers.xdist_groups import GroupScheduling, publish, start
 
 __all__ = ["make_settings", "running_app"]  # tests once imported them from here
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist reads the `xdist_group` markers given here
+def pytest_configure(config: pytest.Config) -> None:
+    start(config)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> GroupScheduling | None:
+    """`--dist loadgroup` with groups that pytest 9.2 keeps (tests/helpers/xdist_groups.py)."""
+    return GroupScheduling(config, log) if config.getoption("dist", default=None) == "loadgroup" else None
+
+
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Mark every test by what it starts (tests/helpers/markers.py); keep a module's tests that
     share a server-starting fixture on one xdist worker (`xdist_group`, for `--dist loadgroup`);
@@ -43,6 +54,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         return (0 if slow else 1, rank[module], -size, position[module])
 
     items.sort(key=key)  # stable: the order within a module is kept
+    publish(config, items)
 
 
 def _module(item: pytest.Item) -> str:
