@@ -23,7 +23,7 @@ LOCK := requirements.lock
 TEST_WORKERS ?= 4
 PYTEST_PARALLEL := -n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder
 
-.PHONY: install dev serve test test-fast lock lint typecheck unit system-deps clean
+.PHONY: install dev serve test test-suite test-fast lock lint typecheck unit system-deps clean
 
 $(SERVE_STAMP): pyproject.toml $(LOCK)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -71,9 +71,12 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-## test: install into .venv (and apt packages), lint, type-check, run the whole suite on
-## $(TEST_WORKERS) workers
-test: $(STAMP) system-deps lint typecheck
+## test: install into .venv (and apt packages), then ruff, mypy and the whole suite on
+## $(TEST_WORKERS) workers, side by side (each one's output shown whole when it ends)
+test: $(STAMP) system-deps
+	@$(MAKE) --no-print-directory -j 3 --output-sync=target lint typecheck test-suite
+
+test-suite: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_PARALLEL) $(PYTEST_ARGS)
 
 ## test-fast: the in-process tests only (no server, redis, browser or subprocess), about a minute

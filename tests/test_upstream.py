@@ -91,8 +91,10 @@ def test_clients_that_never_read_do_not_hold_upstream_streams_past_the_deadline(
     service: ServiceProcess, llm: ScriptedLLMProcess
 ) -> None:
     llm.reset()
-    # 20,000 tokens at 0.5 ms: 10 s of writing, megabytes more than the sockets' buffers hold.
-    llm.load_script([rule(Reply(text=VERY_LONG_STORY, token_ms=0.5), times=None)])
+    # 20,000 tokens at 2 ms: 40 s of writing, megabytes more than the sockets' buffers hold, and
+    # longer than the wait below: only the deadline can end these streams in time (at 0.5 ms a
+    # loaded machine's late deadline could let a stream finish, and the fake took all the CPU).
+    llm.load_script([rule(Reply(text=VERY_LONG_STORY, token_ms=2), times=None)])
     body = {"model": "echo", "messages": QUESTION, "stream": True}
     sockets = [raw_stream_request(service.base_url, body) for _ in range(ROUNDS)]
     try:
