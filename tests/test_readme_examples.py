@@ -22,12 +22,14 @@ import os
 import re
 import shlex
 import subprocess
+import tomllib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import openai
 import pytest
+from packaging.requirements import Requirement
 
 from tests.helpers.server import REPO_ROOT, service_env
 from tests.helpers.shell import serving_shell
@@ -301,3 +303,19 @@ def test_links_between_the_docs_resolve(page: Path) -> None:
         if anchor and linked.suffix == ".md" and anchor not in heading_anchors(linked):
             broken.append(target)
     assert not broken, f"{page.relative_to(REPO_ROOT)}: broken links {broken}"
+
+
+def test_what_the_readme_says_to_pip_install_is_what_the_examples_were_tested_with() -> None:
+    project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    pins = {
+        Requirement(line).name: Requirement(line)
+        for line in [*project["dependencies"], *project["optional-dependencies"]["dev"]]
+    }
+    named = re.findall(r"pip install ([A-Za-z0-9_.\-\[\]=]+)", README.read_text(encoding="utf-8"))
+    assert named, "the README names no package to install"
+    for text in named:
+        wanted = Requirement(text)
+        assert wanted.name in pins, f"`pip install {text}`: not in pyproject.toml, so no test ran with it"
+        assert not wanted.specifier or wanted.specifier == pins[wanted.name].specifier, (
+            f"`pip install {text}`: pyproject.toml pins {pins[wanted.name]}"
+        )
