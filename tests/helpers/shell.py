@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import httpx
+from tests.helpers.server import is_ready
 
 
 def _group_alive(pgid: int) -> bool:
@@ -56,11 +56,8 @@ def serving_shell(command: str, cwd: Path, env: dict[str, str], log_path: Path) 
             while True:
                 assert proc.poll() is None, f"`{command}` exited:\n{log_path.read_text()[-3000:]}"
                 assert time.monotonic() < deadline, f"not ready in 90 s:\n{log_path.read_text()[-3000:]}"
-                try:
-                    if httpx.get(f"{base_url}/readyz", timeout=1).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
+                if is_ready(base_url):
+                    break
                 time.sleep(0.2)
             yield base_url
         finally:
