@@ -51,7 +51,7 @@ MAKE_DRY_RUNS = {
 # What each "Use it" Python block must print, keyed by a call only that block makes.
 USE_IT_OUTPUT = {
     "client.chat.completions.create": ("Review: the draft answers", "completion_tokens="),
-    "client.responses.create": ("Review: the draft answers", "message assistant"),
+    "client.responses.create": ("Review: the draft answers", "total_tokens=", "message assistant"),
     "Runner.run": ("Review: the draft answers",),
 }
 DEMO_TEAM_ANSWER = "Review: the draft answers"
