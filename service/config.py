@@ -44,9 +44,15 @@ class Settings(BaseSettings):
     demo_llm_token_ms: float = Field(0.0, ge=0, le=60_000)
     # Module prefixes (besides AutoGen's and the service's) that workflow files may name as providers.
     workflow_allowed_providers: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # Code-bearing workflow components, each refused at load unless its setting is on (see
+    # service/workflows/guard.py and docs/protection.md, "Workflow files are code"):
     # CodeExecutorAgent, code executors and code-execution tools run model-written code (or code found
-    # in any message, the caller's included): refused at load unless this is on.
+    # in any message, the caller's included);
     allow_code_execution: bool = False
+    # a FunctionTool's source and global_imports run in the worker when it loads;
+    allow_function_tools: bool = False
+    # a stdio MCP server's command is started as a process of the worker.
+    allow_stdio_mcp: bool = False
     # A plain model (one model call, no team) for a chat UI's titles, tags and follow-ups.
     # `auto`: listed when an upstream LLM is configured.
     direct_model: Literal["auto", "on", "off"] = "auto"

@@ -119,7 +119,9 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceProcess
     teams.mkdir()
     _write_teams(teams)
     # Tokens 15 ms apart, so the stream really is spread over time.
-    with start_service(root, WORKFLOWS_DIR=str(teams), DEMO_LLM_TOKEN_MS="15") as running:
+    with start_service(
+        root, WORKFLOWS_DIR=str(teams), DEMO_LLM_TOKEN_MS="15", ALLOW_FUNCTION_TOOLS="true"
+    ) as running:
         yield running
 
 
