@@ -119,6 +119,17 @@ class Settings(BaseSettings):
 
     # Prometheus multiprocess mode (the variable prometheus_client itself reads)
     prometheus_multiproc_dir: Path | None = None
+    # `/metrics` answers only `Authorization: Bearer <METRICS_TOKEN>` when set (401 otherwise);
+    # unset, it is open (keep it off the public ingress then). See docs/observability.md.
+    metrics_token: SecretStr | None = None
+    # A worker renders its /metrics page at most once per this many seconds, one render at a time;
+    # scrapers within it share the text (reading every worker's files is the costly part).
+    metrics_cache_s: float = Field(1.0, ge=0, le=60)
+
+    @field_validator("metrics_token", mode="before")
+    @classmethod
+    def _blank_token(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
 
     @field_validator("api_keys", mode="before")
     @classmethod
