@@ -32,6 +32,7 @@ from service.workflows.registry import WorkflowRegistry
 from service.workflows.shared import get as shared_instance
 from tests.conformance.shapes import MCP_SERVER, client_for
 from tests.conftest import make_settings, running_app
+from tests.helpers.server import REPO_ROOT
 
 QUESTION = [{"role": "user", "content": "How do I TERMINATE a process on Linux?"}]
 
@@ -175,6 +176,26 @@ def test_function_tools_and_stdio_mcp_servers_load_only_where_allowed_and_are_lo
     assert by_kind["function_tool"]["source"].endswith("tooled.json")
     assert by_kind["stdio_mcp"]["model"] == "mcp" and str(MCP_SERVER) in by_kind["stdio_mcp"]["detail"]
     assert len(lines) == 2  # one line per component, not per agent that holds it
+
+
+def test_the_k8s_config_says_which_code_it_loads_and_its_workflows_need_none() -> None:
+    env = dict(
+        line.split("=", 1)
+        for line in (REPO_ROOT / "k8s/base/config.env").read_text().splitlines()
+        if line and not line.startswith("#")
+    )
+    settings = {
+        name: env[name] for name in ("ALLOW_FUNCTION_TOOLS", "ALLOW_STDIO_MCP", "ALLOW_CODE_EXECUTION")
+    }
+    assert settings == dict.fromkeys(settings, "false")  # written out, not left to the defaults
+    registry = WorkflowRegistry(
+        make_settings(
+            workflows_dir=REPO_ROOT / "k8s/base/workflows",
+            **{name.lower(): value == "true" for name, value in settings.items()},
+        )
+    )
+    report = registry.load_defaults()
+    assert report.failed == {} and {"assistant", "demo-team", "echo"} <= set(report.loaded)
 
 
 @pytest.mark.parametrize(
