@@ -106,7 +106,8 @@ if (window.DOMPurify) {
 
 function renderMarkdown(target, text) {
   if (window.marked && window.DOMPurify) {
-    target.innerHTML = window.DOMPurify.sanitize(window.marked.parse(text, { gfm: true, breaks: true }), PURIFY);
+    const html = window.marked.parse(text.trimEnd(), { gfm: true, breaks: true });
+    target.innerHTML = window.DOMPurify.sanitize(html, PURIFY);
   } else {
     target.textContent = text; // the libraries did not load: the text, as text
   }
