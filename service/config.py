@@ -44,9 +44,15 @@ class Settings(BaseSettings):
     demo_llm_token_ms: float = Field(0.0, ge=0, le=60_000)
     # Module prefixes (besides AutoGen's and the service's) that workflow files may name as providers.
     workflow_allowed_providers: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # Code-bearing workflow components, each refused at load unless its setting is on (see
+    # service/workflows/guard.py and docs/protection.md, "Workflow files are code"):
     # CodeExecutorAgent, code executors and code-execution tools run model-written code (or code found
-    # in any message, the caller's included): refused at load unless this is on.
+    # in any message, the caller's included);
     allow_code_execution: bool = False
+    # a FunctionTool's source and global_imports run in the worker when it loads;
+    allow_function_tools: bool = False
+    # a stdio MCP server's command is started as a process of the worker.
+    allow_stdio_mcp: bool = False
     # A plain model (one model call, no team) for a chat UI's titles, tags and follow-ups.
     # `auto`: listed when an upstream LLM is configured.
     direct_model: Literal["auto", "on", "off"] = "auto"
@@ -113,6 +119,17 @@ class Settings(BaseSettings):
 
     # Prometheus multiprocess mode (the variable prometheus_client itself reads)
     prometheus_multiproc_dir: Path | None = None
+    # `/metrics` answers only `Authorization: Bearer <METRICS_TOKEN>` when set (401 otherwise);
+    # unset, it is open (keep it off the public ingress then). See docs/observability.md.
+    metrics_token: SecretStr | None = None
+    # A worker renders its /metrics page at most once per this many seconds, one render at a time;
+    # scrapers within it share the text (reading every worker's files is the costly part).
+    metrics_cache_s: float = Field(1.0, ge=0, le=60)
+
+    @field_validator("metrics_token", mode="before")
+    @classmethod
+    def _blank_token(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
 
     @field_validator("api_keys", mode="before")
     @classmethod

@@ -22,6 +22,7 @@ def make_settings(**overrides: Any) -> Settings:
     app start-up (the worker's tuning is checked on a real server).
     """
     overrides.setdefault("gc_freeze_after_startup", False)
+    overrides.setdefault("metrics_cache_s", 0.0)  # tests read /metrics right after what they count
     return Settings(_env_file=None, **overrides)  # type: ignore[call-arg]
 
 

@@ -19,6 +19,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 
 from service.app_state import StateKey
 from service.observability import multiprocess
+from service.observability.exposition import MetricsPage
 
 logger = logging.getLogger(__name__)
 
@@ -73,11 +74,13 @@ class ServiceMetrics:
         self,
         known_models: Iterable[str] = (),
         known_agents: Iterable[str] | Mapping[str, Iterable[str]] = (),
+        page_cache_s: float = 1.0,
     ) -> None:
         # Before any metric exists: a full metrics filesystem must not kill the worker.
         multiprocess.install(self._write_error)
         self._write_errors_logged_at: float | None = None
         self.registry = CollectorRegistry(auto_describe=True)
+        self.page = MetricsPage(self.render_latest, page_cache_s)
         self.known_models = frozenset(known_models)
         if isinstance(known_agents, Mapping):
             agents_by_model = {model: frozenset(agents) for model, agents in known_agents.items()}
@@ -239,7 +242,8 @@ class ServiceMetrics:
         return RequestObserver(self, self.model_label(model), "true" if stream else "false", api)
 
     def render_latest(self) -> bytes:
-        """The exposition text: aggregated across workers in multiprocess mode."""
+        """The exposition text: aggregated across workers in multiprocess mode (blocking file I/O
+        and parsing: `/metrics` serves it through `page`)."""
         directory = multiprocess_dir()
         if directory:
             registry = CollectorRegistry()

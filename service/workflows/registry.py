@@ -34,7 +34,7 @@ from service.runs.execute import Runner, RunRequest
 from service.runs.text import DEFAULT_MARKERS
 from service.workflows import shared
 from service.workflows.direct import DirectModelAgent
-from service.workflows.guard import TEXT_MENTION_PROVIDERS, WorkflowRefused, check, components
+from service.workflows.guard import TEXT_MENTION_PROVIDERS, CodePolicy, WorkflowRefused, check, components
 from service.workflows.instrumented_client import InstrumentedChatCompletionClient
 from service.workflows.mcp import SharedMcpWorkbench
 from service.workflows.terminations import SourcedTextMentionTermination
@@ -234,6 +234,8 @@ class WorkflowRegistry:
                 workflow = self.register_json(model_id, text, source=origin)
             except WorkflowLoadError as exc:
                 report.failed[origin] = str(exc)
+            except BaseException as exc:  # what a file's code raised anywhere else: skip the file
+                report.failed[origin] = f"cannot load: {exc.__class__.__name__}: {exc}"
             else:
                 report.loaded.append(model_id)
                 for warning in workflow.warnings:
@@ -285,10 +287,26 @@ class WorkflowRegistry:
             report = check(
                 document,
                 allowed_providers=settings.workflow_allowed_providers,
-                allow_code_execution=settings.allow_code_execution,
+                policy=CodePolicy(
+                    function_tools=settings.allow_function_tools,
+                    stdio_mcp=settings.allow_stdio_mcp,
+                    code_execution=settings.allow_code_execution,
+                ),
             )
         except WorkflowRefused as exc:
             raise WorkflowLoadError(str(exc)) from None
+        for code in report.code:
+            logger.info(
+                "code-bearing workflow component loading",
+                extra={
+                    "model": model_id,
+                    "source": source,
+                    "kind": code.kind,
+                    "provider": code.provider,
+                    "component": code.name,
+                    "detail": code.detail,
+                },
+            )
         service_turn_cap = self._cap_turns(document) if kind == "team" else None
         references: list[dict[str, Any]] = []
         try:
@@ -303,7 +321,9 @@ class WorkflowRegistry:
         except WorkflowLoadError:
             self._release_later(references)
             raise
-        except Exception as exc:
+        except BaseException as exc:
+            # Top-level code of a FunctionTool may raise anything, SystemExit and KeyboardInterrupt
+            # included: that is this file's failure, not the worker's.
             self._release_later(references)
             raise WorkflowLoadError(f"cannot build the component: {exc.__class__.__name__}: {exc}") from exc
         if model_id in self._workflows:

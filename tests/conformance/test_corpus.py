@@ -42,8 +42,10 @@ def corpus(tmp_path_factory: pytest.TempPathFactory, llm: ScriptedLLMProcess) ->
 
 
 def serve(tmp_path: Path, corpus: Path, **env: str) -> ServiceProcess:
-    # The files keep their own base_url; their masked api_key falls back to OPENAI_API_KEY.
-    return start_service(tmp_path, WORKFLOWS_DIR=str(corpus), OPENAI_API_KEY="sk-corpus", **env)
+    # The files keep their own base_url; their masked api_key falls back to OPENAI_API_KEY. The
+    # corpus has FunctionTools and a stdio MCP server: the operator settings that allow them are on.
+    code = {"ALLOW_FUNCTION_TOOLS": "true", "ALLOW_STDIO_MCP": "true"}
+    return start_service(tmp_path, WORKFLOWS_DIR=str(corpus), OPENAI_API_KEY="sk-corpus", **{**code, **env})
 
 
 @pytest.fixture(scope="module")

@@ -96,6 +96,8 @@ def service_env(tmp_path: Path, **overrides: str) -> dict[str, str]:
             "DATA_DIR": str(tmp_path / "data"),  # the Responses API's SQLite state store
             "OTEL_TRACES_EXPORTER": "none",
             "PYTHONUNBUFFERED": "1",
+            # Tests read /metrics right after what they count: no page shared between scrapes.
+            "METRICS_CACHE_S": "0",
         }
     )
     env.update(overrides)
