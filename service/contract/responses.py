@@ -98,24 +98,35 @@ class InputReasoning(BaseModel):
     type: Literal["reasoning"]
 
 
+class ItemReference(BaseModel):
+    """`{"type": "item_reference", "id": ...}`: an item stored earlier (an input or output item of a
+    stored response, or a conversation's item) stands here; resolved before the turn runs."""
+
+    model_config = ConfigDict(extra="ignore", strict=True)
+
+    type: Literal["item_reference"]
+    id: ObjectId
+
+
 def _item_kind(value: Any) -> str:
     if isinstance(value, dict):
         return str(value.get("type", "message"))
     return str(getattr(value, "type", "message"))
 
 
+_UNSUPPORTED_ITEM = (
+    "the service takes `message` items, `item_reference` items and `reasoning` items sent back; a team "
+    "runs its own tools, so there are no `function_call` results for a client to send"
+)
 InputItem = Annotated[
-    Annotated[InputMessage, Tag("message")] | Annotated[InputReasoning, Tag("reasoning")],
-    Discriminator(
-        _item_kind,
-        custom_error_type="unsupported_item",
-        custom_error_message="only message items (and reasoning items sent back) are supported: "
-        "tools run on the server",
-    ),
+    Annotated[InputMessage, Tag("message")]
+    | Annotated[InputReasoning, Tag("reasoning")]
+    | Annotated[ItemReference, Tag("item_reference")],
+    Discriminator(_item_kind, custom_error_type="unsupported_item", custom_error_message=_UNSUPPORTED_ITEM),
 ]
 
 
-_ITEM_TYPES = ("message", "reasoning")
+_ITEM_TYPES = ("message", "reasoning", "item_reference")
 _PART_TYPES = ("input_text", "output_text", "text", "refusal")
 
 
@@ -129,10 +140,7 @@ def check_items(value: Any) -> Any:
             continue
         kind = item.get("type", "message")
         if kind not in _ITEM_TYPES:
-            raise ValueError(
-                f"item {index} has type {str(kind)[:40]!r}: only message items (and reasoning items sent "
-                "back) are supported: tools run on the server"
-            )
+            raise ValueError(f"item {index} has type {str(kind)[:40]!r}: {_UNSUPPORTED_ITEM}")
         content = item.get("content")
         for position, part in enumerate(content if isinstance(content, list) else []):
             if isinstance(part, dict) and part.get("type") not in _PART_TYPES:
@@ -184,7 +192,8 @@ class CreateResponse(BaseModel):
         return self.conversation
 
     def messages(self) -> list[InputMessage]:
-        """The message items of `input` (a string is one user message); reasoning items skipped."""
+        """The message items of `input` (a string is one user message); reasoning items skipped, and
+        item references (resolved into messages before: `service.serving.item_references`)."""
         if isinstance(self.input, str):
             return [InputMessage(role="user", content=self.input)] if self.input else []
         return [item for item in self.input if isinstance(item, InputMessage)]

@@ -57,6 +57,7 @@ from service.runs.execute import Runner, RunRequest, execute_run
 from service.serving.admission import admit, check_bounds
 from service.serving.context import ServingContext
 from service.serving.errors import CoreFunctionError
+from service.serving.item_references import resolve_item_references
 from service.serving.run import run_to_end
 from service.serving.serialize import handle_response
 from service.serving.stream import (
@@ -530,6 +531,7 @@ async def serve_responses(
     """
     stream = bool(body.stream)
     observer = ctx.metrics.request(body.model, stream, "responses")
+    body = await resolve_item_references(body, states, owner, ctx.settings.max_messages, observer)
     if body.previous_response_id is not None and body.conversation is not None:
         observer.finish("client_error")
         raise OpenAIError(
