@@ -455,7 +455,7 @@ async def test_one_turn_at_a_time_per_conversation(http: httpx.AsyncClient) -> N
         (
             {"model": "echo", "input": [{"type": "function_call_output", "call_id": "c", "output": "x"}]},
             400,
-            "message items",
+            "`message` items",
         ),
         (
             {
