@@ -35,6 +35,7 @@ from service.runs.context import QueueSink
 from service.runs.events import RunEnded, RunEvent
 from service.runs.execute import Runner, RunRequest, execute_run
 from service.serving.admission import admit
+from service.serving.answer_format import answer_request, with_answer_format
 from service.serving.context import ServingContext
 from service.serving.errors import CoreFunctionError
 from service.serving.run import run_to_end
@@ -211,13 +212,22 @@ async def serve_autogen(
         observer.finish("server_error")
         logger.exception("could not build the workflow", extra={"model": inp.model})
         raise CoreFunctionError("serve_autogen") from None
+    try:
+        runner = with_answer_format(runner, inp.answer_format, "response_format")
+    except OpenAIError:
+        ctx.slots.release()
+        observer.finish("client_error")
+        raise
     if settings.log_prompts:
         logger.info("prompt", extra={"model": inp.model, "prompt": [m.model_dump() for m in inp.messages]})
-    request = workflow.run_request(
-        completion_id,
-        deadline_s=settings.workflow_timeout_s,
-        stream_tokens=stream,
-        max_tokens=inp.completion_token_cap,
+    request = answer_request(
+        runner,
+        workflow.run_request(
+            completion_id,
+            deadline_s=settings.workflow_timeout_s,
+            stream_tokens=stream,
+            max_tokens=inp.completion_token_cap,
+        ),
     )
     mode: ActivityMode = inp.stream_activity or settings.stream_activity
     token = CancellationToken()

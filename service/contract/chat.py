@@ -12,6 +12,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
+from service.contract import unsupported
+
 # Hard ceilings of the schema; the configurable limits (MAX_MESSAGES, MAX_MESSAGE_CHARS) are
 # checked against the settings when the request is served.
 SCHEMA_MAX_MESSAGES = 100_000
@@ -82,6 +84,9 @@ class Input(BaseModel):
 
     `temperature`, `top_p` and `metadata` are accepted for compatibility; a served team keeps the
     sampling settings of its own model clients. `max_tokens` caps the completion tokens returned.
+    `tools` are accepted and never called; what cannot be honoured (`tool_choice: "required"`,
+    `logprobs`, `stop`, ...) is refused by name (`service.contract.unsupported`); `response_format`
+    `json_object` / `json_schema` is honoured (`answer_format`).
     """
 
     model_config = ConfigDict(
@@ -108,6 +113,27 @@ class Input(BaseModel):
     ) = None
     # Extension: where the team's activity goes (default: the `STREAM_ACTIVITY` setting).
     stream_activity: ActivityMode | None = None
+    # Client tools: accepted, never called (a team runs its own); see `service.contract.unsupported`.
+    tools: Annotated[list[Any], Field(max_length=SCHEMA_MAX_PARTS)] | None = None
+    functions: Annotated[list[Any], Field(max_length=SCHEMA_MAX_PARTS)] | None = None
+    parallel_tool_calls: bool | None = None
+    tool_choice: Any = None
+    function_call: Any = None
+    response_format: Any = None
+    logprobs: Any = None
+    top_logprobs: Any = None
+    stop: Any = None
+    audio: Any = None
+    modalities: Any = None
+
+    _tool_choice = field_validator("tool_choice")(unsupported.check_tool_choice)
+    _function_call = field_validator("function_call")(unsupported.check_function_call)
+    _response_format = field_validator("response_format")(unsupported.check_response_format)
+    _logprobs = field_validator("logprobs")(unsupported.check_logprobs)
+    _top_logprobs = field_validator("top_logprobs")(unsupported.check_top_logprobs)
+    _stop = field_validator("stop")(unsupported.check_stop)
+    _audio = field_validator("audio")(unsupported.check_audio)
+    _modalities = field_validator("modalities")(unsupported.check_modalities)
 
     @field_validator("messages")
     @classmethod
@@ -123,6 +149,12 @@ class Input(BaseModel):
     @property
     def completion_token_cap(self) -> int | None:
         return self.max_completion_tokens or self.max_tokens
+
+    @property
+    def answer_format(self) -> dict[str, Any] | None:
+        """The JSON format asked for the answer (`response_format` as a model call takes it); None: text."""
+        fmt: dict[str, Any] | None = self.response_format
+        return None if fmt is None or fmt.get("type") == "text" else fmt
 
 
 class Usage(BaseModel):

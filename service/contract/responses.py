@@ -3,8 +3,10 @@
 
 Requests: `CreateResponse` (`POST /v1/responses`), `CreateConversation`, `UpdateConversation`,
 `CreateConversationItems`. Unknown request fields are ignored, as OpenAI servers do; `tools`,
-`tool_choice`, `temperature`, `top_p`, `reasoning`, `text`, `include`, ... are accepted and have no
-effect (a team runs its own tools, with its own model settings).
+`temperature`, `top_p`, `reasoning`, `include`, ... are accepted and have no effect (a team runs its
+own tools, with its own model settings); `text.format` `json_object` / `json_schema` is honoured;
+what cannot be honoured (`tool_choice: "required"`, `background`, ...) is refused by name
+(`service.contract.unsupported`).
 
 Responses: `ResponseObject` with `message` and `reasoning` output items, `ConversationObject`, lists
 of items. The extensions are optional fields clients ignore: `input_required` and
@@ -20,6 +22,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, StringConstraints, Tag, field_validator
 
+from service.contract import unsupported
 from service.contract.chat import SCHEMA_MAX_MESSAGES, SCHEMA_MAX_PARTS, SCHEMA_MAX_TEXT_CHARS, InputRequired
 
 ID_PATTERN = r"^[A-Za-z0-9_-]{1,128}$"
@@ -177,13 +180,25 @@ class CreateResponse(BaseModel):
     metadata: Metadata | None = None
     user: Annotated[str, StringConstraints(max_length=256)] | None = None
     # Accepted for compatibility, without effect (see the module docstring).
-    tools: list[Any] | None = None
+    tools: Annotated[list[Any], Field(max_length=SCHEMA_MAX_PARTS)] | None = None
     tool_choice: Any = None
     temperature: Annotated[float, Field(ge=0, le=2)] | None = None
     top_p: Annotated[float, Field(ge=0, le=1)] | None = None
     parallel_tool_calls: bool | None = None
+    text: Any = None
+    background: Any = None
+    top_logprobs: Any = None
 
     _check_input = field_validator("input", mode="before")(check_items)
+    _tool_choice = field_validator("tool_choice")(unsupported.check_tool_choice)
+    _text = field_validator("text")(unsupported.check_text_config)
+    _background = field_validator("background")(unsupported.check_background)
+    _top_logprobs = field_validator("top_logprobs")(unsupported.check_top_logprobs)
+
+    @property
+    def answer_format(self) -> dict[str, Any] | None:
+        """The JSON format asked for the answer (`text.format`, as a chat model call takes it)."""
+        return unsupported.chat_response_format(self.text)
 
     @property
     def conversation_id(self) -> str | None:

@@ -55,6 +55,7 @@ from service.runs.context import QueueSink
 from service.runs.events import InputKind, RunEnded, RunEvent
 from service.runs.execute import Runner, RunRequest, execute_run
 from service.serving.admission import admit, check_bounds
+from service.serving.answer_format import answer_request, with_answer_format
 from service.serving.context import ServingContext
 from service.serving.errors import CoreFunctionError
 from service.serving.item_references import resolve_item_references
@@ -366,6 +367,7 @@ class _Turn:
         except Exception:
             logger.exception("could not build the workflow", extra={"model": self.body.model})
             raise CoreFunctionError("serve_autogen") from None
+        runner = with_answer_format(runner, self.body.answer_format, "text.format")
         if state is not None:
             try:
                 await runner.load_state(state)
@@ -587,11 +589,14 @@ async def serve_responses(
     if settings.log_prompts:
         logger.info("prompt", extra={"model": body.model, "prompt": [m.to_text() for m in turn.task]})
     assert turn.runner is not None
-    request = workflow.run_request(
-        base.id,
-        deadline_s=settings.workflow_timeout_s,
-        stream_tokens=stream,
-        max_tokens=body.max_output_tokens,
+    request = answer_request(
+        turn.runner,
+        workflow.run_request(
+            base.id,
+            deadline_s=settings.workflow_timeout_s,
+            stream_tokens=stream,
+            max_tokens=body.max_output_tokens,
+        ),
     )
     token = CancellationToken()
     if stream:
