@@ -35,7 +35,8 @@ from service.runs.context import QueueSink
 from service.runs.events import RunEnded, RunEvent
 from service.runs.execute import Runner, RunRequest, execute_run
 from service.serving.admission import admit
-from service.serving.answer_format import answer_request, with_answer_format
+from service.serving.answer_format import answer_request
+from service.serving.chat_inputs import chat_run_inputs
 from service.serving.context import ServingContext
 from service.serving.errors import CoreFunctionError
 from service.serving.run import run_to_end
@@ -47,7 +48,6 @@ from service.serving.stream import (
     open_stream,
     pump_events,
 )
-from service.serving.task import to_task
 
 logger = logging.getLogger("service.autogen_server")
 
@@ -205,19 +205,20 @@ async def serve_autogen(
     settings = ctx.settings
     completion_id = new_completion_id()
     try:
-        task = to_task(inp.messages)
-        runner = workflow.build()
+        task, runner = await chat_run_inputs(inp, workflow.build(), settings)
+    except OpenAIError:
+        ctx.slots.release()
+        observer.finish("client_error")
+        raise
+    except asyncio.CancelledError:
+        ctx.slots.release()
+        observer.finish("cancelled")
+        raise
     except Exception:
         ctx.slots.release()
         observer.finish("server_error")
         logger.exception("could not build the workflow", extra={"model": inp.model})
         raise CoreFunctionError("serve_autogen") from None
-    try:
-        runner = with_answer_format(runner, inp.answer_format, "response_format")
-    except OpenAIError:
-        ctx.slots.release()
-        observer.finish("client_error")
-        raise
     if settings.log_prompts:
         logger.info("prompt", extra={"model": inp.model, "prompt": [m.model_dump() for m in inp.messages]})
     request = answer_request(

@@ -10,7 +10,7 @@ import time
 import uuid
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
 
 from service.contract import unsupported
 
@@ -37,12 +37,47 @@ def _absent(value: object) -> bool:
 
 
 class TextContentPart(BaseModel):
-    """A `{"type": "text", "text": ...}` content part; other part types are not supported."""
+    """A `{"type": "text", "text": ...}` content part."""
 
     model_config = ConfigDict(extra="ignore", strict=True)
 
     type: Literal["text"]
     text: Annotated[str, StringConstraints(max_length=SCHEMA_MAX_TEXT_CHARS)]
+
+
+class ImageUrl(BaseModel):
+    model_config = ConfigDict(extra="ignore", strict=True)
+
+    # A data URL (`data:image/png;base64,...`), or an http(s) URL the service fetches where allowed.
+    url: Annotated[str, StringConstraints(min_length=1, max_length=SCHEMA_MAX_TEXT_CHARS)]
+    detail: Literal["auto", "low", "high"] | None = None
+
+
+class ImageContentPart(BaseModel):
+    """A `{"type": "image_url", "image_url": {"url": ..., "detail": ...}}` part (user messages only)."""
+
+    model_config = ConfigDict(extra="ignore", strict=True)
+
+    type: Literal["image_url"]
+    image_url: ImageUrl
+
+
+ContentPart = Annotated[TextContentPart | ImageContentPart, Field(discriminator="type")]
+PART_TYPES = ("text", "image_url")
+
+
+def _check_parts(value: Any) -> Any:
+    """A clear message for a part type the service does not take (pydantic's own, for a union of a
+    string and a list, lists every alternative)."""
+    if isinstance(value, list):
+        for position, part in enumerate(value):
+            kind = part.get("type") if isinstance(part, dict) else None
+            if kind not in PART_TYPES:
+                raise ValueError(
+                    f"content part {position} has type {str(kind)[:40]!r}: the parts taken are "
+                    "`text` and `image_url`"
+                )
+    return value
 
 
 class ChatMessage(BaseModel):
@@ -53,18 +88,36 @@ class ChatMessage(BaseModel):
     role: Literal["system", "developer", "user", "assistant"]
     content: (
         Annotated[str, StringConstraints(max_length=SCHEMA_MAX_TEXT_CHARS)]
-        | Annotated[list[TextContentPart], Field(max_length=SCHEMA_MAX_PARTS)]
+        | Annotated[list[ContentPart], Field(max_length=SCHEMA_MAX_PARTS)]
         | None
     ) = None
     name: ShortText | None = None
 
+    _parts = field_validator("content", mode="before")(_check_parts)
+
+    @model_validator(mode="after")
+    def _images_from_users_only(self) -> ChatMessage:
+        if self.role != "user" and self.images():
+            raise ValueError(f"only user messages may carry images, not {self.role} messages")
+        return self
+
     def text(self) -> str:
-        """The message text; text parts are joined with a newline."""
+        """The message text; text parts are joined with a newline (images left out)."""
         if self.content is None:
             return ""
         if isinstance(self.content, str):
             return self.content
-        return "\n".join(part.text for part in self.content)
+        return "\n".join(part.text for part in self.content if isinstance(part, TextContentPart))
+
+    def images(self) -> list[tuple[int, ImageUrl]]:
+        """The message's images, with their part positions."""
+        if not isinstance(self.content, list):
+            return []
+        return [
+            (index, part.image_url)
+            for index, part in enumerate(self.content)
+            if isinstance(part, ImageContentPart)
+        ]
 
 
 # `reasoning`: activity in `reasoning_content`/`reasoning`, the answer alone in `content`;
@@ -138,8 +191,8 @@ class Input(BaseModel):
     @field_validator("messages")
     @classmethod
     def _needs_a_user_message(cls, messages: list[ChatMessage]) -> list[ChatMessage]:
-        if not any(message.role == "user" and message.text() for message in messages):
-            raise ValueError("at least one message with the role 'user' must have text content")
+        if not any(message.role == "user" and (message.text() or message.images()) for message in messages):
+            raise ValueError("at least one message with the role 'user' must have text or image content")
         return messages
 
     @property

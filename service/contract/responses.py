@@ -20,10 +20,25 @@ import secrets
 import time
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, StringConstraints, Tag, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    StringConstraints,
+    Tag,
+    field_validator,
+    model_validator,
+)
 
 from service.contract import unsupported
-from service.contract.chat import SCHEMA_MAX_MESSAGES, SCHEMA_MAX_PARTS, SCHEMA_MAX_TEXT_CHARS, InputRequired
+from service.contract.chat import (
+    SCHEMA_MAX_MESSAGES,
+    SCHEMA_MAX_PARTS,
+    SCHEMA_MAX_TEXT_CHARS,
+    ChatMessage,
+    InputRequired,
+)
 
 ID_PATTERN = r"^[A-Za-z0-9_-]{1,128}$"
 MAX_METADATA_PAIRS = 16
@@ -63,7 +78,7 @@ class _Part(BaseModel):
 
 class TextPart(_Part):
     """A text content part: `input_text` (a caller's message), `output_text` (an assistant message
-    sent back as history), or chat-style `text`. Images, files and audio are not supported."""
+    sent back as history), or chat-style `text`. Files and audio are not supported."""
 
     type: Literal["input_text", "output_text", "text"]
     text: Text
@@ -74,7 +89,17 @@ class RefusalPart(_Part):
     refusal: Text
 
 
-Part = Annotated[TextPart | RefusalPart, Field(discriminator="type")]
+class ImagePart(_Part):
+    """An `input_image` part: `image_url` a data URL, or an http(s) URL the service fetches where
+    allowed (`file_id` needs a Files API, which the service does not offer)."""
+
+    type: Literal["input_image"]
+    image_url: Annotated[str, StringConstraints(min_length=1, max_length=SCHEMA_MAX_TEXT_CHARS)] | None = None
+    file_id: str | None = None
+    detail: Literal["auto", "low", "high"] | None = None
+
+
+Part = Annotated[TextPart | RefusalPart | ImagePart, Field(discriminator="type")]
 
 
 class InputMessage(BaseModel):
@@ -90,6 +115,30 @@ class InputMessage(BaseModel):
         if isinstance(self.content, str):
             return self.content
         return "\n".join(part.text for part in self.content if isinstance(part, TextPart))
+
+    @model_validator(mode="after")
+    def _images_from_users_only(self) -> InputMessage:
+        if self.role != "user" and self.images():
+            raise ValueError(f"only user messages may carry images, not {self.role} messages")
+        return self
+
+    def images(self) -> list[tuple[int, ImagePart]]:
+        """The message's `input_image` parts, with their positions."""
+        if isinstance(self.content, str):
+            return []
+        return [(index, part) for index, part in enumerate(self.content) if isinstance(part, ImagePart)]
+
+    def as_chat(self) -> ChatMessage:
+        """The message as chat-completions has it (text parts joined, images as `image_url` parts)."""
+        images = self.images()
+        if not images:
+            return ChatMessage(role=self.role, content=self.text())
+        parts: list[Any] = [{"type": "text", "text": self.text()}] if self.text() else []
+        parts += [
+            {"type": "image_url", "image_url": {"url": part.image_url or "", "detail": part.detail}}
+            for _, part in images
+        ]
+        return ChatMessage.model_validate({"role": self.role, "content": parts})
 
 
 class InputReasoning(BaseModel):
@@ -130,7 +179,7 @@ InputItem = Annotated[
 
 
 _ITEM_TYPES = ("message", "reasoning", "item_reference")
-_PART_TYPES = ("input_text", "output_text", "text", "refusal")
+_PART_TYPES = ("input_text", "output_text", "text", "refusal", "input_image")
 
 
 def check_items(value: Any) -> Any:
@@ -149,7 +198,7 @@ def check_items(value: Any) -> Any:
             if isinstance(part, dict) and part.get("type") not in _PART_TYPES:
                 raise ValueError(
                     f"item {index}, content part {position} has type {str(part.get('type'))[:40]!r}: "
-                    "only text parts are supported"
+                    "the parts taken are text parts and `input_image`"
                 )
     return value
 
