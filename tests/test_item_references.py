@@ -134,3 +134,10 @@ async def test_the_store_keeps_items_by_id_and_forgets_them_with_their_response(
         assert await store.get_items(["msg_in", "msg_out"]) == {}
     finally:
         await store.close()
+
+
+async def test_conversation_items_may_not_be_references(tmp_path: Path) -> None:
+    async with service(tmp_path) as http:
+        headers = {"Authorization": f"Bearer {KEY_A}"}
+        response = await http.post("/v1/conversations", json={"items": [ref("msg_1")]}, headers=headers)
+        assert response.status_code == 400 and "item_reference" in response.json()["error"]["message"]

@@ -203,6 +203,19 @@ def check_items(value: Any) -> Any:
     return value
 
 
+def check_conversation_items(value: Any) -> Any:
+    """Conversation items: as `check_items`, and no `item_reference` (a conversation holds what was
+    said; a reference is resolved in a response's `input` only)."""
+    value = check_items(value)
+    for index, item in enumerate(value if isinstance(value, list) else []):
+        if isinstance(item, dict) and item.get("type") == "item_reference":
+            raise ValueError(
+                f"item {index} is an `item_reference`: conversation items are messages (references are "
+                "taken in the `input` of POST /v1/responses)"
+            )
+    return value
+
+
 class ConversationRef(BaseModel):
     model_config = ConfigDict(extra="ignore", strict=True)
 
@@ -271,7 +284,7 @@ class CreateConversation(BaseModel):
     items: Annotated[list[InputItem], Field(max_length=MAX_CONVERSATION_ITEMS_PER_CALL)] | None = None
     metadata: Metadata | None = None
 
-    _check_items = field_validator("items", mode="before")(check_items)
+    _check_items = field_validator("items", mode="before")(check_conversation_items)
 
 
 class UpdateConversation(BaseModel):
@@ -289,7 +302,7 @@ class CreateConversationItems(BaseModel):
 
     items: Annotated[list[InputItem], Field(min_length=1, max_length=MAX_CONVERSATION_ITEMS_PER_CALL)]
 
-    _check_items = field_validator("items", mode="before")(check_items)
+    _check_items = field_validator("items", mode="before")(check_conversation_items)
 
 
 # -------------------------------------------------------------------------------------------- output
