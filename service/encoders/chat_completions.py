@@ -1,6 +1,6 @@
 """Run events -> OpenAI chat completions: the stream's chunks, or the whole `chat.completion`.
 
-The mapping (also in the README, "How a team run maps onto the OpenAI format"):
+The mapping (also in docs/chat-completions.md):
 - the first chunk is `delta: {"role": "assistant", "content": ""}`;
 - the answer: `delta: {"content", "name"}` (`name`: the agent that gives it), live when the run has a
   live answer agent, else in one chunk when the run ends; the same text as a non-streamed

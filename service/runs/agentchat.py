@@ -181,7 +181,7 @@ class AgentChatTranslator:
 
     # --- the answer ---------------------------------------------------------------------------
     def final_answer(self) -> FinalAnswer:
-        """The answer of the run, by the rules of the README ("How a team's answer is chosen")."""
+        """The answer of the run, by the rules of docs/chat-completions.md ("Which text is the answer")."""
         if self.input_request is not None:
             return FinalAnswer(self.input_request.agent, self.input_request.prompt)
         if self._live_text:

@@ -76,6 +76,7 @@ from service.state import (
     ConversationTurn,
     PendingInput,
     ResponseRecord,
+    StateCorrupt,
     StateStore,
     StateStoreHandle,
     StateStoreUnavailable,
@@ -143,6 +144,15 @@ def state_too_large(error: StateTooLarge) -> OpenAIError:
         f"The team's state after this turn is {error.size} bytes, above the limit of {error.limit} "
         "(STATE_MAX_BYTES): nothing was stored. Start a new conversation.",
         code="state_too_large",
+    )
+
+
+def state_incompatible() -> OpenAIError:
+    return OpenAIError(
+        409,
+        "The saved state cannot be loaded into this model's team (its definition changed, or the "
+        "stored state is damaged): start a new conversation.",
+        code="state_incompatible",
     )
 
 
@@ -369,7 +379,13 @@ class _Turn:
                 kind = "conversation" if self.conversation is not None else "response"
                 param = "conversation" if self.conversation is not None else "previous_response_id"
                 raise not_found(kind, state_key, self.settings.state_ttl_s, param)
-            state = await asyncio.to_thread(decode_state, data)
+            try:
+                state = await asyncio.to_thread(decode_state, data, self.settings.state_max_bytes)
+            except StateCorrupt as exc:
+                logger.warning(
+                    "saved state cannot be read", extra={"model": self.body.model, "reason": str(exc)}
+                )
+                raise state_incompatible() from None
         try:
             runner = workflow.build()
         except Exception:
@@ -384,12 +400,7 @@ class _Turn:
                     "saved state does not load into the workflow",
                     extra={"model": self.body.model, "reason": f"{type(exc).__name__}: {exc}"},
                 )
-                raise OpenAIError(
-                    409,
-                    "The saved state no longer fits this model's team (its definition changed): "
-                    "start a new conversation.",
-                    code="state_incompatible",
-                ) from None
+                raise state_incompatible() from None
             self.load_s = time.perf_counter() - started
             self.ctx.metrics.state_seconds.labels("load").observe(self.load_s)
         self.runner = runner

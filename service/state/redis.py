@@ -48,6 +48,11 @@ _UNLOCK = """
 if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end
 return 0
 """
+_RENEW = """
+if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('pexpire', KEYS[1], ARGV[2]) end
+return 0
+"""
+_KINDS_OF_A_CONVERSATION = ("conv", "items", "index", "state")
 
 
 def _key(kind: str, name: str) -> str:
@@ -61,6 +66,7 @@ class RedisStateStore(StateStore):
         super().__init__(ttl_s)
         self.client = client
         self._unlock = client.register_script(_UNLOCK)
+        self._renew = client.register_script(_RENEW)
 
     @classmethod
     async def open(cls, uri: str, ttl_s: int) -> RedisStateStore:
@@ -131,8 +137,8 @@ class RedisStateStore(StateStore):
                 "run": record.run.to_json(),
             },
         )
-        pipe.expire(conversation, self.ttl_s)
         self._queue_items(pipe, record.id, 0, items)
+        self._queue_renew(pipe, record.id)  # the items and their index expire with it
         self._queue_index(pipe, record.owner, items)
         await self._call(pipe.execute())
 
@@ -153,7 +159,7 @@ class RedisStateStore(StateStore):
             pipe.set(_key("ref", str(item["id"])), entry, ex=self.ttl_s)
 
     def _queue_renew(self, pipe: Pipeline, conversation_id: str) -> None:
-        for kind in ("conv", "items", "index", "state"):
+        for kind in _KINDS_OF_A_CONVERSATION:
             pipe.expire(_key(kind, conversation_id), self.ttl_s)
 
     async def get_conversation(self, conversation_id: str) -> ConversationRecord | None:
@@ -196,7 +202,7 @@ class RedisStateStore(StateStore):
         if refs:
             await self._call(self.client.delete(*refs))
         deleted = await self._call(
-            self.client.delete(*(_key(kind, conversation_id) for kind in ("conv", "items", "index", "state")))
+            self.client.delete(*(_key(kind, conversation_id) for kind in _KINDS_OF_A_CONVERSATION))
         )
         return bool(deleted)
 
@@ -233,6 +239,8 @@ class RedisStateStore(StateStore):
         else:
             if bound is None:
                 rows = await self._call(self.client.lrange(listed, -(limit + 1), -1))
+            elif bound == 0:
+                rows = []  # nothing is older than the first item (and LRANGE 0 -1 is the whole list)
             else:
                 rows = await self._call(self.client.lrange(listed, max(0, bound - limit - 1), bound - 1))
             rows = list(reversed(rows))
@@ -295,6 +303,18 @@ class RedisStateStore(StateStore):
     async def try_lock(self, key: str, token: str, ttl_s: float) -> bool:
         acquired = await self._call(self.client.set(_key("lock", key), token, nx=True, px=int(ttl_s * 1000)))
         return bool(acquired)
+
+    async def renew_lock(self, key: str, token: str, ttl_s: float) -> bool:
+        renewed = await self._call(
+            cast(Awaitable[Any], self._renew(keys=[_key("lock", key)], args=[token, int(ttl_s * 1000)]))
+        )
+        return bool(renewed)
+
+    async def renew_conversation(self, conversation_id: str) -> bool:
+        pipe = self.client.pipeline(transaction=True)
+        self._queue_renew(pipe, conversation_id)
+        renewed = await self._call(pipe.execute())
+        return bool(renewed[0])
 
     async def unlock(self, key: str, token: str) -> None:
         await self._call(cast(Awaitable[Any], self._unlock(keys=[_key("lock", key)], args=[token])))

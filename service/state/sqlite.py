@@ -403,6 +403,26 @@ class SqliteStateStore(StateStore):
 
         return await self._call(lock)
 
+    async def renew_lock(self, key: str, token: str, ttl_s: float) -> bool:
+        def renew() -> bool:
+            now = time.time()
+            cursor = self.db.execute(
+                "UPDATE locks SET expires_at = ? WHERE key = ? AND token = ? AND expires_at > ?",
+                (now + ttl_s, key, token, now),
+            )
+            return cursor.rowcount == 1
+
+        return await self._call(renew)
+
+    async def renew_conversation(self, conversation_id: str) -> bool:
+        def renew(db: sqlite3.Connection, now: float) -> bool:
+            if self._live_items(db, conversation_id, now) is None:
+                return False
+            self._renew(db, conversation_id, now)
+            return True
+
+        return await self._call(self._write, renew)
+
     async def unlock(self, key: str, token: str) -> None:
         def unlock() -> None:
             self.db.execute("DELETE FROM locks WHERE key = ? AND token = ?", (key, token))

@@ -7,7 +7,8 @@ Kept, each with a time to live (`STATE_TTL_S`):
   id, or by the conversation id for a conversation (one state per conversation, replaced each turn);
 - a conversation (`ConversationRecord`) and its items (inputs and outputs, in order); its TTL is
   renewed by every turn and every change;
-- per-conversation (or per-response) run locks, whose expiry frees a lock a dead worker held;
+- per-conversation (or per-response) run locks: leases renewed while their turn runs, whose expiry
+  frees within seconds a lock that a dead worker held;
 - every stored item (a response's input and output items, a conversation's items) once more by its
   own id, with its owner (`get_items`): what a Responses `item_reference` input item points at. It
   is kept for the TTL from when it was written (a conversation's renewals do not extend it).
@@ -39,6 +40,11 @@ class StateStoreUnavailable(RuntimeError):
     """The store could not be reached or failed (a 503 for the caller; details in the log)."""
 
 
+class StateCorrupt(ValueError):
+    """Stored state that cannot be read back: garbage, bad zlib, not a JSON object, nested too deep,
+    or inflating past `STATE_MAX_BYTES` (a 409 `state_incompatible` for the caller, never a 500)."""
+
+
 class StateTooLarge(ValueError):
     """A team's state is larger than `STATE_MAX_BYTES`."""
 
@@ -61,12 +67,32 @@ def encode_state(state: Mapping[str, Any], max_bytes: int) -> tuple[bytes, int]:
     return _STATE_FORMAT + zlib.compress(text, 1), len(text)
 
 
-def decode_state(data: bytes) -> dict[str, Any]:
+def decode_state(data: bytes, max_bytes: int) -> dict[str, Any]:
+    """A stored state back as the team's `save_state()` dict.
+
+    Decompression stops at `max_bytes` (the bound `encode_state` checked on save), so a stored
+    zlib bomb costs at most that much memory.
+
+    Raises:
+        StateCorrupt: anything but a stored state of this format within the bound.
+    """
     if not data.startswith(_STATE_FORMAT):
-        raise ValueError("unknown state format")
-    state = json.loads(zlib.decompress(data[len(_STATE_FORMAT) :]))
+        raise StateCorrupt("unknown state format")
+    inflater = zlib.decompressobj()
+    try:
+        text = inflater.decompress(data[len(_STATE_FORMAT) :], max_bytes + 1)
+    except zlib.error as exc:
+        raise StateCorrupt(f"not zlib data: {exc}") from None
+    if len(text) > max_bytes or inflater.unconsumed_tail:
+        raise StateCorrupt(f"inflates past {max_bytes} bytes")
+    if not inflater.eof:
+        raise StateCorrupt("truncated")
+    try:
+        state = json.loads(text)
+    except (ValueError, RecursionError) as exc:
+        raise StateCorrupt(f"not JSON: {type(exc).__name__}") from None
     if not isinstance(state, dict):
-        raise ValueError("a saved state is a JSON object")
+        raise StateCorrupt("a saved state is a JSON object")
     return state
 
 
@@ -245,8 +271,18 @@ class StateStore(ABC):
         """Take the run lock `key` for `token` unless someone else holds it (expired locks are free)."""
 
     @abstractmethod
+    async def renew_lock(self, key: str, token: str, ttl_s: float) -> bool:
+        """Extend the lock to `ttl_s` from now if `token` still holds it (a lease renewed while its
+        turn runs, so that a dead holder's lock is free within one `ttl_s`); False when it is lost."""
+
+    @abstractmethod
     async def unlock(self, key: str, token: str) -> None:
         """Release the lock if `token` still holds it."""
+
+    @abstractmethod
+    async def renew_conversation(self, conversation_id: str) -> bool:
+        """Renew a conversation's TTL (with its items and state); False when it is gone. A turn calls
+        it when it starts, so a conversation never expires under a running turn."""
 
     @abstractmethod
     async def close(self) -> None: ...
