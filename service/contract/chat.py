@@ -10,7 +10,7 @@ import time
 import uuid
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
 from service.contract import unsupported
 
@@ -66,18 +66,23 @@ ContentPart = Annotated[TextContentPart | ImageContentPart, Field(discriminator=
 PART_TYPES = ("text", "image_url")
 
 
-def _check_parts(value: Any) -> Any:
-    """A clear message for a part type the service does not take (pydantic's own, for a union of a
-    string and a list, lists every alternative)."""
-    if isinstance(value, list):
-        for position, part in enumerate(value):
+def _check_parts(messages: Any) -> Any:
+    """A clear message for a content part type the service does not take (pydantic's own, for a
+    union of a string and a list, lists every alternative). One pass over the raw messages."""
+    if not isinstance(messages, list):
+        return messages
+    for index, message in enumerate(messages):
+        content = message.get("content") if isinstance(message, dict) else None
+        if not isinstance(content, list):
+            continue
+        for position, part in enumerate(content):
             kind = part.get("type") if isinstance(part, dict) else None
             if kind not in PART_TYPES:
                 raise ValueError(
-                    f"content part {position} has type {str(kind)[:40]!r}: the parts taken are "
-                    "`text` and `image_url`"
+                    f"message {index}, content part {position} has type {str(kind)[:40]!r}: the parts "
+                    "taken are `text` and `image_url`"
                 )
-    return value
+    return messages
 
 
 class ChatMessage(BaseModel):
@@ -92,14 +97,6 @@ class ChatMessage(BaseModel):
         | None
     ) = None
     name: ShortText | None = None
-
-    _parts = field_validator("content", mode="before")(_check_parts)
-
-    @model_validator(mode="after")
-    def _images_from_users_only(self) -> ChatMessage:
-        if self.role != "user" and self.images():
-            raise ValueError(f"only user messages may carry images, not {self.role} messages")
-        return self
 
     def text(self) -> str:
         """The message text; text parts are joined with a newline (images left out)."""
@@ -188,9 +185,14 @@ class Input(BaseModel):
     _audio = field_validator("audio")(unsupported.check_audio)
     _modalities = field_validator("modalities")(unsupported.check_modalities)
 
+    _parts = field_validator("messages", mode="before")(_check_parts)
+
     @field_validator("messages")
     @classmethod
     def _needs_a_user_message(cls, messages: list[ChatMessage]) -> list[ChatMessage]:
+        for index, message in enumerate(messages):
+            if message.role != "user" and isinstance(message.content, list) and message.images():
+                raise ValueError(f"message {index}: only user messages may carry images, not {message.role}")
         if not any(message.role == "user" and (message.text() or message.images()) for message in messages):
             raise ValueError("at least one message with the role 'user' must have text or image content")
         return messages

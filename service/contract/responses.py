@@ -28,7 +28,6 @@ from pydantic import (
     StringConstraints,
     Tag,
     field_validator,
-    model_validator,
 )
 
 from service.contract import unsupported
@@ -116,12 +115,6 @@ class InputMessage(BaseModel):
             return self.content
         return "\n".join(part.text for part in self.content if isinstance(part, TextPart))
 
-    @model_validator(mode="after")
-    def _images_from_users_only(self) -> InputMessage:
-        if self.role != "user" and self.images():
-            raise ValueError(f"only user messages may carry images, not {self.role} messages")
-        return self
-
     def images(self) -> list[tuple[int, ImagePart]]:
         """The message's `input_image` parts, with their positions."""
         if isinstance(self.content, str):
@@ -195,6 +188,8 @@ def check_items(value: Any) -> Any:
             raise ValueError(f"item {index} has type {str(kind)[:40]!r}: {_UNSUPPORTED_ITEM}")
         content = item.get("content")
         for position, part in enumerate(content if isinstance(content, list) else []):
+            if isinstance(part, dict) and part.get("type") == "input_image" and item.get("role") != "user":
+                raise ValueError(f"item {index}: only user messages may carry images")
             if isinstance(part, dict) and part.get("type") not in _PART_TYPES:
                 raise ValueError(
                     f"item {index}, content part {position} has type {str(part.get('type'))[:40]!r}: "
