@@ -10,6 +10,7 @@ import base64
 import http.server
 import io
 import threading
+import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -50,7 +51,9 @@ def image_server() -> Iterator[str]:
 
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_GET(self) -> None:
-            body = files.get(self.path)
+            if self.path == "/slow.png":
+                time.sleep(1.5)  # longer than the test's IMAGE_FETCH_TIMEOUT_S
+            body = files.get(self.path, PNG_BYTES if self.path == "/slow.png" else None)
             self.send_response(200 if body is not None else 404)
             self.send_header("Content-Length", str(len(body or b"")))
             self.end_headers()
@@ -149,7 +152,9 @@ async def test_http_images_are_fetched_only_where_allowed(
         assert refused.status_code == 400
         error = refused.json()["error"]
         assert error["param"] == "messages.0.content.1" and "IMAGE_URL_FETCH" in error["message"]
-    async with service(tmp_path / "on", llm, image_url_fetch=True, max_image_bytes=4096) as http:
+    async with service(
+        tmp_path / "on", llm, image_url_fetch=True, max_image_bytes=4096, image_fetch_timeout_s=0.5
+    ) as http:
         llm.reset()
         llm.load_script(SHAPE.script())
         fetched = await http.post(
@@ -158,6 +163,12 @@ async def test_http_images_are_fetched_only_where_allowed(
         )
         assert fetched.status_code == 200, fetched.text
         check_upstream(llm)
+        slow = with_image(f"{image_server}/red.png")
+        slow[0]["content"].append({"type": "image_url", "image_url": {"url": f"{image_server}/slow.png"}})
+        response = await http.post("/v1/chat/completions", json={"model": "image-in", "messages": slow})
+        assert response.status_code == 400
+        assert response.json()["error"]["param"] == "messages.0.content.2"
+        assert "could not be fetched in 0.5 s" in response.json()["error"]["message"]
         for path, words in (
             ("/big.png", "MAX_IMAGE_BYTES"),
             ("/text.txt", "not a readable image"),

@@ -5,7 +5,8 @@
   only with `IMAGE_URL_FETCH` on (off by default: the service would reach any address a caller
   names, internal ones included); with it off, such a part is a 400 that says so.
 - Bounds (settings): at most `MAX_IMAGES` images per request and `MAX_IMAGE_BYTES` bytes per image
-  (decoded or downloaded); a fetch has `IMAGE_FETCH_TIMEOUT_S` in all and follows at most 3 redirects.
+  (decoded or downloaded); the fetches of a request run together, within `IMAGE_FETCH_TIMEOUT_S`
+  in all, each following at most 3 redirects.
   Bytes are checked as an image (PNG, JPEG, GIF or WebP, by Pillow) off the event loop.
 - A team none of whose agents' models can see (`model_info["vision"]`) gets a 400 naming the first
   image part, before anything is fetched or run. (In a team where some agents see, AgentChat gives
@@ -161,28 +162,34 @@ async def load_images(images: Sequence[ImageInput], settings: Settings) -> dict[
             param=images[settings.max_images].param,
             code="too_many_images",
         )
+    first_of: dict[str, ImageInput] = {}
+    for image in images:
+        first_of.setdefault(image.url, image)
+    unique = list(first_of.values())
+    for image in unique:
+        if image.url.startswith(("https://", "http://")) and not settings.image_url_fetch:
+            raise _refused(
+                image,
+                "is an http(s) URL, and this service does not fetch images (IMAGE_URL_FETCH is off): "
+                "send it as a data URL (`data:image/png;base64,...`).",
+            )
+        if not image.url.startswith(("data:", "https://", "http://")):
+            raise _refused(image, "must be a data URL or an http(s) URL.")
+    remote = [image for image in unique if not image.url.startswith("data:")]
+    fetched: dict[str, bytes] = {}
+    if remote:
+        # Fetched together, within one IMAGE_FETCH_TIMEOUT_S; the first failure cancels the others.
+        async with httpx2.AsyncClient(follow_redirects=True, max_redirects=MAX_REDIRECTS) as client:
+            try:
+                async with asyncio.TaskGroup() as group:
+                    tasks = {
+                        image.url: group.create_task(_fetched(image, settings, client)) for image in remote
+                    }
+            except* OpenAIError as failed:
+                raise failed.exceptions[0] from None
+        fetched = {url: task.result() for url, task in tasks.items()}
     loaded: dict[str, Image] = {}
-    client: httpx2.AsyncClient | None = None
-    try:
-        for image in images:
-            if image.url in loaded:
-                continue
-            if image.url.startswith("data:"):
-                data = _decoded(image, settings.max_image_bytes)
-            elif image.url.startswith(("https://", "http://")):
-                if not settings.image_url_fetch:
-                    raise _refused(
-                        image,
-                        "is an http(s) URL, and this service does not fetch images (IMAGE_URL_FETCH is "
-                        "off): send it as a data URL (`data:image/png;base64,...`).",
-                    )
-                if client is None:
-                    client = httpx2.AsyncClient(follow_redirects=True, max_redirects=MAX_REDIRECTS)
-                data = await _fetched(image, settings, client)
-            else:
-                raise _refused(image, "must be a data URL or an http(s) URL.")
-            loaded[image.url] = await asyncio.to_thread(_checked, data, image, settings.max_image_bytes)
-    finally:
-        if client is not None:
-            await client.aclose()
+    for image in unique:
+        data = fetched[image.url] if image.url in fetched else _decoded(image, settings.max_image_bytes)
+        loaded[image.url] = await asyncio.to_thread(_checked, data, image, settings.max_image_bytes)
     return loaded
