@@ -214,3 +214,32 @@ async def test_responses_refuse_what_they_cannot_honour_by_name(
     response = await client.post("/v1/responses", json={"model": "demo-team", "input": "hi", **body})
     assert response.status_code == 400, response.text
     assert response.json()["error"]["param"] == param
+
+
+async def test_a_live_answer_agent_streams_as_activity_and_the_json_is_the_answer(
+    tmp_path: Path, llm: ScriptedLLMThread
+) -> None:
+    """`direct` streams its text as the answer while it is written; with a JSON format that text is
+    activity and the formatted JSON alone is the content."""
+    settings = make_settings(
+        data_dir=tmp_path / "data", direct_model="on", llm_base_url=llm.base_url, llm_model="scripted"
+    )
+    async with running_app(create_app(settings)) as http:
+        client = sdk(http)
+        script(llm)
+        stream = await client.chat.completions.create(
+            model="direct",
+            messages=[{"role": "user", "content": "Paris?"}],
+            response_format={"type": "json_object"},
+            stream=True,
+        )
+        chunks = [chunk async for chunk in stream]
+        content = "".join(chunk.choices[0].delta.content or "" for chunk in chunks if chunk.choices)
+        assert json.loads(content) == CITY
+        activity = "".join(
+            str((chunk.choices[0].delta.model_extra or {}).get("reasoning_content") or "")
+            for chunk in chunks
+            if chunk.choices
+        )
+        assert TEAM_ANSWER in activity
+        formatting_call(llm)
