@@ -35,6 +35,8 @@ from service.runs.context import QueueSink
 from service.runs.events import RunEnded, RunEvent
 from service.runs.execute import Runner, RunRequest, execute_run
 from service.serving.admission import admit
+from service.serving.answer_format import answer_request
+from service.serving.chat_inputs import chat_run_inputs
 from service.serving.context import ServingContext
 from service.serving.errors import CoreFunctionError
 from service.serving.run import run_to_end
@@ -46,7 +48,6 @@ from service.serving.stream import (
     open_stream,
     pump_events,
 )
-from service.serving.task import to_task
 
 logger = logging.getLogger("service.autogen_server")
 
@@ -204,8 +205,15 @@ async def serve_autogen(
     settings = ctx.settings
     completion_id = new_completion_id()
     try:
-        task = to_task(inp.messages)
-        runner = workflow.build()
+        task, runner = await chat_run_inputs(inp, workflow.build(), settings)
+    except OpenAIError:
+        ctx.slots.release()
+        observer.finish("client_error")
+        raise
+    except asyncio.CancelledError:
+        ctx.slots.release()
+        observer.finish("cancelled")
+        raise
     except Exception:
         ctx.slots.release()
         observer.finish("server_error")
@@ -213,11 +221,14 @@ async def serve_autogen(
         raise CoreFunctionError("serve_autogen") from None
     if settings.log_prompts:
         logger.info("prompt", extra={"model": inp.model, "prompt": [m.model_dump() for m in inp.messages]})
-    request = workflow.run_request(
-        completion_id,
-        deadline_s=settings.workflow_timeout_s,
-        stream_tokens=stream,
-        max_tokens=inp.completion_token_cap,
+    request = answer_request(
+        runner,
+        workflow.run_request(
+            completion_id,
+            deadline_s=settings.workflow_timeout_s,
+            stream_tokens=stream,
+            max_tokens=inp.completion_token_cap,
+        ),
     )
     mode: ActivityMode = inp.stream_activity or settings.stream_activity
     token = CancellationToken()

@@ -67,6 +67,14 @@ class Settings(BaseSettings):
     max_messages: int = Field(256, ge=1, le=100_000)
     max_message_chars: int = Field(100_000, ge=1, le=10_000_000)
     max_body_bytes: int = Field(1_048_576, ge=1024)
+    # Images in requests (chat `image_url` parts, Responses `input_image`): data URLs always; http(s)
+    # URLs are fetched by the service only with IMAGE_URL_FETCH on (off: the service would reach any
+    # address a caller names, internal ones included). Bounds per request: count, bytes per image
+    # (decoded), and the fetch's time. Data URLs also count against MAX_BODY_BYTES.
+    image_url_fetch: bool = False
+    max_images: int = Field(8, ge=0, le=100)
+    max_image_bytes: int = Field(5_242_880, ge=1024, le=104_857_600)
+    image_fetch_timeout_s: float = Field(10.0, gt=0, le=120)
     stream_queue_size: int = Field(256, ge=1, le=100_000)
     # Where a team's activity goes: `reasoning` (reasoning_content/reasoning, the answer alone in
     # content), `content` (the whole transcript in content) or `none`; a request may override it.

@@ -457,7 +457,7 @@ async def test_one_turn_at_a_time_per_conversation(http: httpx.AsyncClient) -> N
         (
             {"model": "echo", "input": [{"type": "function_call_output", "call_id": "c", "output": "x"}]},
             400,
-            "message items",
+            "`message` items",
         ),
         (
             {
@@ -465,7 +465,7 @@ async def test_one_turn_at_a_time_per_conversation(http: httpx.AsyncClient) -> N
                 "input": [{"role": "user", "content": [{"type": "input_image", "image_url": "x"}]}],
             },
             400,
-            "input_image",
+            "cannot see images",
         ),
         ({"model": "echo", "input": "x", "previous_response_id": "resp_missing"}, 404, "never existed"),
         ({"model": "echo", "input": "x", "conversation": {"id": "conv_missing"}}, 404, "never existed"),

@@ -19,12 +19,12 @@ import contextlib
 import logging
 import secrets
 import time
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from autogen_agentchat.messages import BaseChatMessage, HandoffMessage, TextMessage
-from autogen_core import CancellationToken
+from autogen_agentchat.messages import BaseChatMessage, HandoffMessage, MultiModalMessage, TextMessage
+from autogen_core import CancellationToken, Image
 from fastapi.responses import StreamingResponse
 
 from service.config import Settings
@@ -55,8 +55,11 @@ from service.runs.context import QueueSink
 from service.runs.events import InputKind, RunEnded, RunEvent
 from service.runs.execute import Runner, RunRequest, execute_run
 from service.serving.admission import admit, check_bounds
+from service.serving.answer_format import answer_request, with_answer_format
 from service.serving.context import ServingContext
 from service.serving.errors import CoreFunctionError
+from service.serving.images import load_images, refuse_blind_team, responses_images
+from service.serving.item_references import resolve_item_references
 from service.serving.run import run_to_end
 from service.serving.serialize import handle_response
 from service.serving.stream import (
@@ -300,8 +303,11 @@ class _Turn:
         self.instructions = body.instructions if body.instructions is not None else instructions_before
         unread_messages = [pair for pair in map(_item_role_and_text, unread) if pair is not None]
         check_bounds([text for _, text in unread_messages], self.ctx, "conversation")
-        self.task = self._task(unread_messages, messages, pending, instructions_before)
         await self._build(state_key)
+        images = responses_images(body)
+        refuse_blind_team(self.runner, images)
+        loaded = await load_images(images, self.settings)
+        self.task = self._task(unread_messages, messages, pending, instructions_before, loaded)
 
     def _same_model(self, model: str, param: str) -> None:
         if model != self.body.model:
@@ -327,6 +333,7 @@ class _Turn:
         messages: list[InputMessage],
         pending: PendingInput | None,
         instructions_before: str | None,
+        images: Mapping[str, Image],
     ) -> list[BaseChatMessage]:
         task: list[BaseChatMessage] = []
         instructions = self.body.instructions
@@ -349,9 +356,12 @@ class _Turn:
             else:
                 task.append(TextMessage(source=pending.agent, content=answer))
             return task
-        chat = [ChatMessage.model_validate({"role": role, "content": text}) for role, text in said]
-        task.extend(to_task(chat))
-        if not any(isinstance(message, TextMessage) and message.source == "user" for message in task):
+        chat = [ChatMessage.model_validate({"role": role, "content": text}) for role, text in unread]
+        task.extend(to_task([*chat, *(message.as_chat() for message in messages)], images))
+        if not any(
+            isinstance(message, TextMessage | MultiModalMessage) and message.source == "user"
+            for message in task
+        ):
             raise OpenAIError(
                 400, "`input` must contain a user message with text.", param="input", code="invalid_input"
             )
@@ -381,6 +391,7 @@ class _Turn:
         except Exception:
             logger.exception("could not build the workflow", extra={"model": self.body.model})
             raise CoreFunctionError("serve_autogen") from None
+        runner = with_answer_format(runner, self.body.answer_format, "text.format")
         if state is not None:
             try:
                 await runner.load_state(state)
@@ -541,6 +552,7 @@ async def serve_responses(
     """
     stream = bool(body.stream)
     observer = ctx.metrics.request(body.model, stream, "responses")
+    body = await resolve_item_references(body, states, owner, ctx.settings.max_messages, observer)
     if body.previous_response_id is not None and body.conversation is not None:
         observer.finish("client_error")
         raise OpenAIError(
@@ -596,11 +608,14 @@ async def serve_responses(
     if settings.log_prompts:
         logger.info("prompt", extra={"model": body.model, "prompt": [m.to_text() for m in turn.task]})
     assert turn.runner is not None
-    request = workflow.run_request(
-        base.id,
-        deadline_s=settings.workflow_timeout_s,
-        stream_tokens=stream,
-        max_tokens=body.max_output_tokens,
+    request = answer_request(
+        turn.runner,
+        workflow.run_request(
+            base.id,
+            deadline_s=settings.workflow_timeout_s,
+            stream_tokens=stream,
+            max_tokens=body.max_output_tokens,
+        ),
     )
     token = CancellationToken()
     if stream:

@@ -7,18 +7,30 @@ user message, so roles cannot be spoofed through content.
 
 from __future__ import annotations
 
-from autogen_agentchat.messages import TextMessage
+from collections.abc import Mapping
+
+from autogen_agentchat.messages import BaseChatMessage, MultiModalMessage, TextMessage
+from autogen_core import Image
 
 from service.contract.chat import ChatMessage
 
 ROLE_SOURCES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
 
 
-def to_task(messages: list[ChatMessage]) -> list[TextMessage]:
-    """One `TextMessage` per non-empty message, in order; the last user turn ends the list."""
-    task = [
-        TextMessage(source=ROLE_SOURCES[message.role], content=text)
-        for message in messages
-        if (text := message.text())
-    ]
+def to_task(messages: list[ChatMessage], images: Mapping[str, Image] | None = None) -> list[BaseChatMessage]:
+    """One message per non-empty message, in order; the last user turn ends the list. A user message
+    with images is a `MultiModalMessage` (its text, then its images from `images`, by URL: see
+    `service.serving.images`)."""
+    task: list[BaseChatMessage] = []
+    for message in messages:
+        text = message.text()
+        seen = [images[image.url] for _, image in message.images() if image.url in images] if images else []
+        if seen:
+            task.append(
+                MultiModalMessage(
+                    source=ROLE_SOURCES[message.role], content=[*([text] if text else []), *seen]
+                )
+            )
+        elif text:
+            task.append(TextMessage(source=ROLE_SOURCES[message.role], content=text))
     return task

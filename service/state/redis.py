@@ -4,6 +4,8 @@ Keys (prefix `autogen:state:`), each with the TTL of what it belongs to:
 - `resp:<id>` a stored response (JSON), `state:<id>` a team state (of a response or a conversation);
 - `conv:<id>` a hash (`owner`, `created_at`, `metadata`, `run`), `items:<id>` its items (a list of
   JSON), `index:<id>` item id -> position (a hash, for `after=` pagination);
+- `ref:<item id>` every stored item once more, with its owner (`{"owner", "item"}` JSON), for
+  `item_reference` input items;
 - `lock:<key>` a run lock: `SET NX PX`, released by a compare-and-delete script.
 
 A turn is written in one `MULTI`/`EXEC` transaction, under `WATCH` of its conversation so that a
@@ -16,7 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar, cast
 
 import redis.asyncio as aioredis
@@ -33,6 +35,7 @@ from service.state.store import (
     StateStore,
     StateStoreUnavailable,
     Turn,
+    items_of,
 )
 
 logger = logging.getLogger(__name__)
@@ -110,7 +113,11 @@ class RedisStateStore(StateStore):
         return None if text is None else ResponseRecord.from_json(text)
 
     async def delete_response(self, response_id: str) -> bool:
-        deleted = await self._call(self.client.delete(_key("resp", response_id), _key("state", response_id)))
+        record = await self.get_response(response_id)
+        refs = [] if record is None else [_key("ref", str(item["id"])) for item in items_of(record)]
+        deleted = await self._call(
+            self.client.delete(_key("resp", response_id), _key("state", response_id), *refs)
+        )
         return bool(deleted)
 
     async def load_state(self, key: str) -> bytes | None:
@@ -132,6 +139,7 @@ class RedisStateStore(StateStore):
         )
         self._queue_items(pipe, record.id, 0, items)
         self._queue_renew(pipe, record.id)  # the items and their index expire with it
+        self._queue_index(pipe, record.owner, items)
         await self._call(pipe.execute())
 
     def _queue_items(
@@ -144,6 +152,11 @@ class RedisStateStore(StateStore):
             _key("index", conversation_id),
             mapping={str(item["id"]): str(start + offset) for offset, item in enumerate(items)},
         )
+
+    def _queue_index(self, pipe: Pipeline, owner: str, items: list[dict[str, Any]]) -> None:
+        for item in items:
+            entry = json.dumps({"owner": owner, "item": item}, ensure_ascii=False)
+            pipe.set(_key("ref", str(item["id"])), entry, ex=self.ttl_s)
 
     def _queue_renew(self, pipe: Pipeline, conversation_id: str) -> None:
         for kind in _KINDS_OF_A_CONVERSATION:
@@ -181,6 +194,13 @@ class RedisStateStore(StateStore):
         return await self._call(self._transaction([conversation], update))
 
     async def delete_conversation(self, conversation_id: str) -> bool:
+        item_ids = await self._call(self.client.hkeys(_key("index", conversation_id)))
+        refs = [
+            _key("ref", item_id.decode() if isinstance(item_id, bytes) else str(item_id))
+            for item_id in item_ids
+        ]
+        if refs:
+            await self._call(self.client.delete(*refs))
         deleted = await self._call(
             self.client.delete(*(_key(kind, conversation_id) for kind in _KINDS_OF_A_CONVERSATION))
         )
@@ -190,11 +210,13 @@ class RedisStateStore(StateStore):
         conversation, listed = _key("conv", conversation_id), _key("items", conversation_id)
 
         async def append(pipe: Pipeline) -> bool:
-            if not await pipe.exists(conversation):
+            owner = await pipe.hget(conversation, "owner")
+            if owner is None:
                 return False
             count = int(await pipe.llen(listed))
             pipe.multi()  # type: ignore[no-untyped-call]
             self._queue_items(pipe, conversation_id, count, items)
+            self._queue_index(pipe, owner.decode() if isinstance(owner, bytes) else str(owner), items)
             self._queue_renew(pipe, conversation_id)
             await pipe.execute()
             return True
@@ -236,6 +258,18 @@ class RedisStateStore(StateStore):
         row = await self._call(self.client.lindex(_key("items", conversation_id), int(position)))
         return None if row is None else dict(json.loads(row))
 
+    async def get_items(self, item_ids: Sequence[str]) -> dict[str, tuple[str, dict[str, Any]]]:
+        wanted = list(dict.fromkeys(item_ids))
+        if not wanted:
+            return {}
+        rows = await self._call(self.client.mget([_key("ref", item_id) for item_id in wanted]))
+        found: dict[str, tuple[str, dict[str, Any]]] = {}
+        for item_id, row in zip(wanted, rows, strict=True):
+            if row is not None:
+                entry = json.loads(row)
+                found[item_id] = (str(entry["owner"]), dict(entry["item"]))
+        return found
+
     # --- turns and locks ----------------------------------------------------------------------
     async def save_turn(self, turn: Turn) -> bool:
         conversation = turn.conversation
@@ -258,6 +292,7 @@ class RedisStateStore(StateStore):
             response = turn.response
             if response is not None:
                 pipe.set(_key("resp", response.id), response.to_json(), ex=self.ttl_s)
+                self._queue_index(pipe, response.owner, items_of(response))
                 if conversation is None:
                     pipe.set(_key("state", response.id), turn.state, ex=self.ttl_s)
             await pipe.execute()

@@ -8,7 +8,10 @@ Kept, each with a time to live (`STATE_TTL_S`):
 - a conversation (`ConversationRecord`) and its items (inputs and outputs, in order); its TTL is
   renewed by every turn and every change;
 - per-conversation (or per-response) run locks: leases renewed while their turn runs, whose expiry
-  frees within seconds a lock that a dead worker held.
+  frees within seconds a lock that a dead worker held;
+- every stored item (a response's input and output items, a conversation's items) once more by its
+  own id, with its owner (`get_items`): what a Responses `item_reference` input item points at. It
+  is kept for the TTL from when it was written (a conversation's renewals do not extend it).
 
 A turn is saved in one transaction (`save_turn`): the response, its state, the conversation's items
 and head move together or not at all. Nothing is saved for a failed or cancelled run, or with
@@ -23,7 +26,7 @@ from __future__ import annotations
 import json
 import zlib
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
@@ -172,6 +175,12 @@ class ConversationTurn:
     run: ConversationRun
 
 
+def items_of(record: ResponseRecord) -> list[dict[str, Any]]:
+    """A stored response's items, inputs then outputs (what `item_reference` can point at)."""
+    output = record.response.get("output", [])
+    return [*record.input_items, *(item for item in output if isinstance(item, dict))]
+
+
 @dataclass
 class Turn:
     """Everything one finished turn stores, in one transaction."""
@@ -246,10 +255,16 @@ class StateStore(ABC):
     @abstractmethod
     async def get_item(self, conversation_id: str, item_id: str) -> dict[str, Any] | None: ...
 
+    @abstractmethod
+    async def get_items(self, item_ids: Sequence[str]) -> dict[str, tuple[str, dict[str, Any]]]:
+        """The stored items with these ids, whoever stored them: id -> (owner, item); unknown or
+        expired ids are left out (the caller compares the owner)."""
+
     # --- turns and locks ----------------------------------------------------------------------
     @abstractmethod
     async def save_turn(self, turn: Turn) -> bool:
-        """Store a finished turn atomically; False (nothing stored) when its conversation is gone."""
+        """Store a finished turn atomically; False (nothing stored) when its conversation is gone.
+        The response's input and output items are also kept by id (`get_items`)."""
 
     @abstractmethod
     async def try_lock(self, key: str, token: str, ttl_s: float) -> bool:

@@ -67,7 +67,7 @@ class Shape:
     # Starts code execution: refused unless ALLOW_CODE_EXECUTION=true.
     runs_code: bool = False
     # The question, when it is not the first user message.
-    messages: tuple[dict[str, str], ...] = ({"role": "user", "content": "Please help."},)
+    messages: tuple[dict[str, Any], ...] = ({"role": "user", "content": "Please help."},)
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -366,6 +366,52 @@ def _code_execution_script() -> list[Rule]:
     return [rule("Run this:\n```python\nprint(6 * 7)\n```", system="You are the coder.")]
 
 
+# --- an image in (issue 21, item 5) ---------------------------------------------------------
+# A 2x2 red PNG, as a data URL: what a chat client sends for an attached picture.
+RED_SQUARE_PNG = (
+    "data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAIAAAACCAIAAAD91JpzAAAAFklEQVR4nGP8z8DAwMDAxMDAwMDA"
+    "AAANHQEDasKb6QAAAABJRU5ErkJggg=="
+)
+IMAGE_QUESTION: dict[str, Any] = {
+    "role": "user",
+    "content": [
+        {"type": "text", "text": "What is in this picture?"},
+        {"type": "image_url", "image_url": {"url": RED_SQUARE_PNG, "detail": "low"}},
+    ],
+}
+
+
+def seeing_client(client: OpenAIChatCompletionClient) -> OpenAIChatCompletionClient:
+    """The corpus's client, with a model that can see (model_info vision)."""
+    config = client.dump_component().config
+    return OpenAIChatCompletionClient(
+        model="scripted",
+        base_url=config["base_url"],
+        api_key="sk-corpus",
+        max_retries=0,
+        model_info={**LLM_MODEL_INFO, "vision": True},
+    )
+
+
+def _vision_team(client: OpenAIChatCompletionClient, _: Path) -> Team:
+    """A seeing describer and a blind editor: AgentChat gives the editor the text alone."""
+    describer = AssistantAgent(
+        "describer",
+        model_client=seeing_client(client),
+        model_client_stream=True,
+        system_message="You are the describer.",
+    )
+    editor = AssistantAgent("editor", model_client=client, system_message="You are the editor.")
+    return RoundRobinGroupChat([describer, editor], termination_condition=MaxMessageTermination(3))
+
+
+def _vision_script() -> list[Rule]:
+    return [
+        rule("A small red square.", system="You are the describer."),
+        rule("It is a red square.", system="You are the editor."),
+    ]
+
+
 SHAPES: tuple[Shape, ...] = (
     Shape(
         "tool-agent",
@@ -523,6 +569,17 @@ SHAPES: tuple[Shape, ...] = (
         answer_agent="executor",
         activity=(("agent_turn", "coder"), ("agent_turn", "executor")),
         runs_code=True,
+    ),
+    Shape(
+        "image-in",
+        _vision_team,
+        _vision_script,
+        answer="It is a red square.",
+        answer_agent="editor",
+        activity=(("agent_turn", "describer"),),
+        transcript=("A small red square.",),
+        messages=(IMAGE_QUESTION,),
+        extra={"image_to": "You are the describer.", "no_image_to": "You are the editor."},
     ),
 )
 
