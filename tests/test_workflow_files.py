@@ -160,6 +160,7 @@ def test_function_tools_and_stdio_mcp_servers_load_only_where_allowed_and_are_lo
     assert "tooled" in partial.loaded and any(origin.endswith("mcp.json") for origin in partial.failed)
     assert marker.exists()
     caplog.set_level(logging.INFO)
+    caplog.clear()  # the lines of the loads above (logged when an earlier test left INFO on)
     both = WorkflowRegistry(
         make_settings(workflows_dir=workflows, allow_function_tools=True, allow_stdio_mcp=True)
     )
