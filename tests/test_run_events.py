@@ -49,6 +49,8 @@ from service.runs.events import (
     SpeakerSelected,
     TextDelta,
     Thought,
+    ThoughtDelta,
+    ThoughtEnded,
     ToolCallRequested,
     ToolResult,
 )
@@ -210,3 +212,80 @@ def test_activity_pieces_carry_the_structured_event() -> None:
         "tool": "get_weather",
         "arguments": '{"city": "Paris"}',
     }
+
+
+R1_OUTPUT = "<think>SECRET-CHAIN the user wants 3+4.</think>The answer is 7."
+
+
+def run_tokens(translator: AgentChatTranslator, agent: str, tokens: list[str]) -> list[RunEvent]:
+    """A streamed model call of `agent`: its tokens, then its end (usage)."""
+    events: list[RunEvent] = []
+    for token in tokens:
+        events += translator.token(agent, token)
+    events += translator.model_call(agent, "m", 1, len(tokens), "stop")
+    return events
+
+
+def texts(events: list[RunEvent], kind: type) -> str:
+    return "".join(event.text for event in events if isinstance(event, kind))
+
+
+@pytest.mark.parametrize("cut", range(1, len(R1_OUTPUT)))
+def test_streamed_reasoning_is_a_thought_however_the_tokens_split(cut: int) -> None:
+    translator = AgentChatTranslator(members=frozenset({"r1"}), live_answer_agent="r1")
+    events = run_tokens(translator, "r1", [R1_OUTPUT[:cut], R1_OUTPUT[cut:]])
+    # What AgentChat then reports of the call: the thought, then the message without it.
+    events += translator.message(ThoughtEvent(source="r1", content="SECRET-CHAIN the user wants 3+4."))
+    events += translator.message(TextMessage(source="r1", content="The answer is 7."))
+    events += translator.finish()
+    assert texts(events, TextDelta) == "The answer is 7."
+    assert texts(events, ThoughtDelta) == "SECRET-CHAIN the user wants 3+4."
+    assert [type(event) for event in events].count(ThoughtEnded) == 1
+    assert not any(isinstance(event, Thought) for event in events)
+    assert translator.final_answer() == FinalAnswer("r1", "The answer is 7.")
+
+
+def test_upstream_reasoning_content_as_agentchat_hands_it_on_is_a_thought() -> None:
+    # AgentChat's OpenAI client turns `reasoning_content` deltas into `<think>` + deltas + `</think>`.
+    translator = AgentChatTranslator(members=frozenset({"r1"}), live_answer_agent="r1")
+    tokens = ["<think>SECRET-CHAIN", " the user", " wants 3+4.", "</think>", "The answer", " is 7."]
+    events = run_tokens(translator, "r1", tokens)
+    events += translator.message(ThoughtEvent(source="r1", content="SECRET-CHAIN the user wants 3+4."))
+    events += translator.message(TextMessage(source="r1", content="The answer is 7."))
+    assert texts(events, TextDelta) == "The answer is 7."
+    assert texts(events, ThoughtDelta) == "SECRET-CHAIN the user wants 3+4."
+
+
+def test_reasoning_left_in_a_whole_message_is_a_thought() -> None:
+    translator = AgentChatTranslator(members=frozenset({"a"}))
+    events = translator.message(TextMessage(source="a", content=R1_OUTPUT))
+    assert [(type(event), getattr(event, "text", None)) for event in events] == [
+        (AgentTurnStarted, None),
+        (Thought, "SECRET-CHAIN the user wants 3+4."),
+        (TextDelta, "The answer is 7."),
+        (AgentTurnEnded, None),
+    ]
+    assert translator.final_answer() == FinalAnswer("a", "The answer is 7.")
+
+
+def test_a_call_cut_while_thinking_has_no_answer_text() -> None:
+    translator = AgentChatTranslator(members=frozenset({"r1"}), live_answer_agent="r1")
+    events = run_tokens(translator, "r1", ["<think>still", " thinking"])
+    assert texts(events, ThoughtDelta) == "still thinking"
+    assert ThoughtEnded("r1") in events and not texts(events, TextDelta)
+
+
+@pytest.mark.parametrize("mode", ["reasoning", "content", "none"])
+def test_a_streamed_thought_reads_as_a_whole_one(mode: str) -> None:
+    start = RunStarted("r", "solo", ("r1",), live_answer_agent="r1")
+    streamed: list[RunEvent] = [start, AgentTurnStarted("r1"), ThoughtDelta("r1", "Hmm,")]
+    streamed += [
+        ThoughtDelta("r1", " 7."),
+        ThoughtEnded("r1"),
+        TextDelta("r1", "7"),
+        AgentTurnEnded("r1"),
+        FinalAnswer("r1", "7"),
+    ]
+    whole: list[RunEvent] = [start, AgentTurnStarted("r1"), Thought("r1", "Hmm, 7."), TextDelta("r1", "7")]
+    whole += [AgentTurnEnded("r1"), FinalAnswer("r1", "7")]
+    assert transcript(streamed, mode) == transcript(whole, mode)

@@ -37,6 +37,8 @@ from service.runs.events import (
     SpeakerSelected,
     TextDelta,
     Thought,
+    ThoughtDelta,
+    ThoughtEnded,
     ToolCallRequested,
     ToolResult,
 )
@@ -204,6 +206,7 @@ class Projection:
     transcript: list[str] = field(default_factory=list)
     _sequencer: _Sequencer = field(default_factory=_Sequencer)
     _tail: str = ""  # the end of the transcript shown so far
+    _thinking: set[str] = field(default_factory=set)  # agents whose reasoning is streaming
 
     def start(self, run: RunStarted) -> None:
         self.live_answer_agent = run.live_answer_agent
@@ -252,6 +255,18 @@ class Projection:
             if self.mode != "none":
                 self._sequencer.turn_ended(event.agent, out)
                 self._packaged(out)
+        elif isinstance(event, ThoughtDelta):
+            if self.mode != "none":
+                # A streamed thought reads as a whole one (`Thought`): its text, then a line break;
+                # its first piece carries the structured activity.
+                first = event.agent not in self._thinking
+                self._thinking.add(event.agent)
+                activity = {"type": "thought", "agent": event.agent} if first else None
+                self._transcript(Piece(ACTIVITY, event.text, event.agent, activity), out)
+        elif isinstance(event, ThoughtEnded):
+            if event.agent in self._thinking:
+                self._thinking.discard(event.agent)
+                self._transcript(Piece(ACTIVITY, "\n", event.agent), out)
         elif isinstance(event, FinalAnswer):
             if self.mode != "none":
                 self._sequencer.flush(out)

@@ -10,11 +10,16 @@
 It opens and closes agent turns, cleans text (`service.runs.text`), emits a message's text only if
 it was not streamed token by token already, and keeps what the final answer needs.
 
+A model's reasoning is activity, never the answer: a streamed call's leading `<think>…</think>`
+block (R1-style models, and an upstream's `reasoning_content`, which AgentChat's client hands on in
+such a block) becomes `ThoughtDelta`s then `ThoughtEnded`; a whole message's, a `Thought`. The
+reasoning AgentChat then reports (`ThoughtEvent`) is not repeated.
+
 Mapping (every type of `autogen_agentchat.messages` 0.7.5):
 
 | AgentChat                         | run event                                   |
 |-----------------------------------|---------------------------------------------|
-| ModelClientStreamingChunkEvent    | TextDelta (as `token`)                      |
+| ModelClientStreamingChunkEvent    | TextDelta, or ThoughtDelta (as `token`)     |
 | TextMessage, StructuredMessage    | TextDelta (unless streamed); answer         |
 | MultiModalMessage                 | TextDelta of its text parts; answer         |
 | ToolCallSummaryMessage            | answer (its results were ToolResult events) |
@@ -71,11 +76,13 @@ from service.runs.events import (
     SpeakerSelected,
     TextDelta,
     Thought,
+    ThoughtDelta,
+    ThoughtEnded,
     ToolCallRequested,
     ToolResult,
     Usage,
 )
-from service.runs.text import DEFAULT_MARKERS, TextFilter, clean_text
+from service.runs.text import DEFAULT_MARKERS, TextFilter, ThinkSplitter, clean_text, split_thinking
 
 DEFAULT_INPUT_PROMPT = "The team is waiting for your answer."
 USER_TARGET = "user"
@@ -90,10 +97,15 @@ def message_text(message: BaseChatMessage) -> str:
 
 @dataclass
 class _Turn:
-    """An agent's open turn: its text filter, and whether tokens streamed since its last message."""
+    """An agent's open turn: its text filter, and whether tokens streamed since its last message
+    (`streamed`: text; `streamed_thought`: reasoning); the model call's reasoning splitter, and the
+    filter of the reasoning streaming now."""
 
     filter: TextFilter
     streamed: bool = False
+    streamed_thought: bool = False
+    splitter: ThinkSplitter = field(default_factory=ThinkSplitter)
+    thought: TextFilter | None = None
 
 
 @dataclass
@@ -122,6 +134,11 @@ class AgentChatTranslator:
         events: list[RunEvent] = []
         if turn is None:
             turn = self._open(agent, events)
+        if not turn.splitter.answering:
+            thought, text, thought_ended = turn.splitter.feed(text)
+            self._reason(agent, turn, thought, thought_ended, events)
+            if not text:
+                return events
         turn.streamed = True
         cleaned = turn.filter.feed(text)
         if cleaned:
@@ -132,11 +149,17 @@ class AgentChatTranslator:
 
     def model_call(
         self, agent: str, model: str, prompt_tokens: int, completion_tokens: int, finish_reason: str
-    ) -> ModelUsage:
+    ) -> list[RunEvent]:
+        """A model call ended (after its tokens, before the messages made of its result)."""
         usage = ModelUsage(agent, model, prompt_tokens, completion_tokens, finish_reason)
         self.usage.add(usage)
         self._last_finish_reason[agent] = finish_reason
-        return usage
+        events: list[RunEvent] = []
+        turn = self._turns.get(agent)
+        if turn is not None:
+            self._end_call(agent, turn, events)
+        events.append(usage)
+        return events
 
     def message(self, item: BaseAgentEvent | BaseChatMessage) -> list[RunEvent]:
         """The run events of one item of `run_stream`."""
@@ -208,10 +231,38 @@ class AgentChatTranslator:
                 events.append(self._delta(agent, "\n\n"))  # turns of the answering agent, apart
         return turn
 
+    def _reason(self, agent: str, turn: _Turn, thought: str, ended: bool, events: list[RunEvent]) -> None:
+        """Streamed reasoning of `agent`'s model call: `ThoughtDelta`s, then `ThoughtEnded`."""
+        if thought:
+            if turn.thought is None:
+                self._flush_text(agent, events)
+                turn.thought = TextFilter(self.markers)
+                turn.streamed_thought = True
+            cleaned = turn.thought.feed(thought)
+            if cleaned:
+                events.append(ThoughtDelta(agent, cleaned))
+        if ended and turn.thought is not None:
+            rest = turn.thought.end()
+            if rest:
+                events.append(ThoughtDelta(agent, rest))
+            turn.thought = None
+            events.append(ThoughtEnded(agent))
+
+    def _end_call(self, agent: str, turn: _Turn, events: list[RunEvent]) -> None:
+        """The rest of a streamed model call's output, and its splitter ready for the next call."""
+        thought, text, ended = turn.splitter.end()
+        self._reason(agent, turn, thought, ended or turn.thought is not None, events)
+        if text:
+            turn.streamed = True
+            cleaned = turn.filter.feed(text)
+            if cleaned:
+                events.append(self._delta(agent, cleaned))
+
     def _close(self, agent: str, events: list[RunEvent]) -> None:
         turn = self._turns.pop(agent, None)
         if turn is None:
             return
+        self._end_call(agent, turn, events)
         rest = turn.filter.end()
         if rest:
             events.append(self._delta(agent, rest))
@@ -222,6 +273,8 @@ class AgentChatTranslator:
         turn = self._turns.get(agent)
         if turn is None:
             return self._open(agent, events)
+        if turn.thought is not None:
+            self._reason(agent, turn, "", True, events)
         rest = turn.filter.end()
         if rest:
             events.append(self._delta(agent, rest))
@@ -236,18 +289,40 @@ class AgentChatTranslator:
         streamed, turn.streamed = turn.streamed, False
         return streamed
 
-    def _text(self, agent: str, text: str, events: list[RunEvent], *, thought: bool = False) -> None:
+    def _text(self, agent: str, text: str, events: list[RunEvent]) -> None:
+        """A message's text, and the reasoning it may start with (a model whose client leaves it in)."""
         turn = self._turns.get(agent) or self._open(agent, events)
+        reasoning, text = split_thinking(text)
+        if reasoning and not self._streamed_thought_already(turn):
+            self._thought(agent, clean_text(reasoning, self.markers), events)
         cleaned = clean_text(text, self.markers)
-        if cleaned and thought:
-            self._remember(agent, cleaned, answer=False)
         if self._streamed_already(turn) or not cleaned:
             return
-        if thought:
+        events.append(self._delta(agent, cleaned))
+
+    def _thought_event(self, agent: str, text: str, events: list[RunEvent]) -> None:
+        """A `ThoughtEvent`: a model's reasoning, or the text it wrote beside its tool calls (which
+        may itself start with reasoning)."""
+        turn = self._turns.get(agent) or self._open(agent, events)
+        reasoning, said = (clean_text(part, self.markers) for part in split_thinking(text))
+        if said:
+            self._remember(agent, said, answer=False)
+        if self._streamed_thought_already(turn) or self._streamed_already(turn):
+            return
+        self._thought(agent, reasoning, events)
+        self._thought(agent, said, events)
+
+    def _thought(self, agent: str, text: str, events: list[RunEvent]) -> None:
+        if text:
             self._flush_text(agent, events)
-            events.append(Thought(agent, cleaned))
-        else:
-            events.append(self._delta(agent, cleaned))
+            events.append(Thought(agent, text))
+
+    @staticmethod
+    def _streamed_thought_already(turn: _Turn) -> bool:
+        """Whether the reasoning of the model call just reported streamed as `ThoughtDelta`s (the
+        mark is consumed)."""
+        streamed, turn.streamed_thought = turn.streamed_thought, False
+        return streamed
 
     def _question_for(self, agent: str) -> str:
         own = self._last_text.get(agent)
@@ -286,14 +361,16 @@ class AgentChatTranslator:
         text = message_text(message)
         self._text(agent, text, events)
         self._remember(
-            agent, text, answer=isinstance(message, TextMessage | MultiModalMessage | StructuredMessage)
+            agent,
+            split_thinking(text)[1],
+            answer=isinstance(message, TextMessage | MultiModalMessage | StructuredMessage),
         )
         self._close(agent, events)
 
     def _agent_event(self, event: BaseAgentEvent, events: list[RunEvent]) -> None:
         agent = event.source
         if isinstance(event, ThoughtEvent):
-            self._text(agent, event.content, events, thought=True)
+            self._thought_event(agent, event.content, events)
         elif isinstance(event, ToolCallRequestEvent):
             self._flush_text(agent, events)
             events.extend(

@@ -47,6 +47,8 @@ class RunRequest:
     deadline_s: float = 300.0
     # The cap on turns the service imposed (MAX_AGENT_TURNS) where it is below the team's own.
     service_turn_cap: int | None = None
+    # Whether the client streams: the run and its model calls are the same either way (an agent
+    # configured to stream always streams from its model), so nothing here depends on it.
     stream_tokens: bool = False
     max_tokens: int | None = None
     handoff_tools: frozenset[str] = frozenset()
@@ -118,7 +120,6 @@ async def execute_run(
         translator=translator,
         sink=sink,
         token=token,
-        stream_tokens=request.stream_tokens,
         max_tokens=request.max_tokens,
         on_turn_ended=observer.agent_message if observer is not None else None,
     )

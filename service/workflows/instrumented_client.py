@@ -14,6 +14,8 @@ autogen-core's message bus (a task, a tracing block and a serialization per chun
 CPU than everything else in a request. So teams run with `model_client_stream` off, and for an agent
 configured to stream, `create` streams from the model itself and hands each token straight to the
 run: the client receives the same tokens in the same order, and the bus carries only whole messages.
+It does so in both modes: a non-streamed request makes the very same model calls as a streamed one
+(the same timing, so time-based terminations agree; the same reasoning and text).
 """
 
 from __future__ import annotations
@@ -145,7 +147,8 @@ class InstrumentedChatCompletionClient(ChatCompletionClient):
         cancellation_token: CancellationToken | None = None,
     ) -> CreateResult:
         run = current_run_context.get()
-        streams = run is not None and run.stream_tokens and self.stream_tokens and self.agent is not None
+        # Whether the client streams or not, the call is the same (docs/service-contract.md).
+        streams = run is not None and self.stream_tokens and self.agent is not None
         span = self._start_span(run)
         args = self._create_args(run, extra_create_args)
         try:
