@@ -157,7 +157,9 @@ class InstrumentedChatCompletionClient(ChatCompletionClient):
                     assert run is not None and self.agent is not None
                     result = await self._stream_to_run(
                         run,
-                        self.agent,
+                        # Structured output's answer is the parsed object's canonical JSON (what
+                        # the agent's `StructuredMessage` says), not the model's raw tokens.
+                        None if isinstance(json_output, type) else self.agent,
                         self.inner.create_stream(
                             messages,
                             tools=tools,
@@ -184,13 +186,16 @@ class InstrumentedChatCompletionClient(ChatCompletionClient):
 
     @staticmethod
     async def _stream_to_run(
-        run: RunContext, agent: str, stream: AsyncGenerator[str | CreateResult, None]
+        run: RunContext, agent: str | None, stream: AsyncGenerator[str | CreateResult, None]
     ) -> CreateResult:
+        """The call's result; its tokens handed to the run as they come, as `agent`'s (None: kept back)."""
         offer = run.offer_token
         try:
             async for item in stream:
                 if isinstance(item, CreateResult):
                     return item
+                if agent is None:
+                    continue
                 rest = offer(agent, item)
                 if rest:  # the client reads slower than the model writes: wait for room
                     await run.send_all(rest)
