@@ -289,3 +289,18 @@ def test_a_streamed_thought_reads_as_a_whole_one(mode: str) -> None:
     whole: list[RunEvent] = [start, AgentTurnStarted("r1"), Thought("r1", "Hmm, 7."), TextDelta("r1", "7")]
     whole += [AgentTurnEnded("r1"), FinalAnswer("r1", "7")]
     assert transcript(streamed, mode) == transcript(whole, mode)
+
+
+@pytest.mark.parametrize("target", ["manager", "billing"])
+def test_a_run_that_ends_at_a_handoff_answers_with_the_text_beside_it(target: str) -> None:
+    translator = AgentChatTranslator(members=frozenset({"clerk", "billing"}))
+    translator.message(TextMessage(source="clerk", content="An earlier reply."))
+    translator.message(ThoughtEvent(source="clerk", content="This needs a manager."))
+    translator.message(HandoffMessage(source="clerk", target=target, content="Transferred."))
+    assert translator.final_answer() == FinalAnswer("clerk", "This needs a manager.")
+
+
+def test_a_silent_handoff_out_of_the_team_answers_with_its_message() -> None:
+    translator = AgentChatTranslator(members=frozenset({"clerk"}))
+    translator.message(HandoffMessage(source="clerk", target="manager", content="Over to a manager."))
+    assert translator.final_answer() == FinalAnswer("clerk", "Over to a manager.")

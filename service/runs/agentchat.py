@@ -26,7 +26,7 @@ Mapping (every type of `autogen_agentchat.messages` 0.7.5):
 | ThoughtEvent                      | Thought (unless streamed)                   |
 | ToolCallRequestEvent              | ToolCallRequested, one per call             |
 | ToolCallExecutionEvent            | ToolResult, one per result                  |
-| HandoffMessage                    | Handoff (to a non-member, e.g. `user`: InputRequested) |
+| HandoffMessage                    | Handoff (to `user`: InputRequested); answer |
 | UserInputRequestedEvent           | InputRequested                              |
 | MemoryQueryEvent                  | MemoryQueried                               |
 | CodeGenerationEvent               | CodeGenerated                               |
@@ -106,6 +106,7 @@ class _Turn:
     streamed_thought: bool = False
     splitter: ThinkSplitter = field(default_factory=ThinkSplitter)
     thought: TextFilter | None = None
+    said: str = ""  # the text the agent wrote beside its last tool calls (a handoff's, say)
 
 
 @dataclass
@@ -306,6 +307,7 @@ class AgentChatTranslator:
         turn = self._turns.get(agent) or self._open(agent, events)
         reasoning, said = (clean_text(part, self.markers) for part in split_thinking(text))
         if said:
+            turn.said = said
             self._remember(agent, said, answer=False)
         if self._streamed_thought_already(turn) or self._streamed_already(turn):
             return
@@ -343,6 +345,14 @@ class AgentChatTranslator:
     def _chat_message(self, message: BaseChatMessage, events: list[RunEvent]) -> None:
         agent = message.source
         if isinstance(message, HandoffMessage):
+            # A run that ends at a handoff (HandoffTermination) answers with what the agent wrote
+            # beside it; handed to an agent outside the team, with the handoff's own message.
+            turn = self._turns.get(agent)
+            said = turn.said if turn is not None else ""
+            if said:
+                self._answer = (agent, said)
+            elif message.target not in self.members and message.target != USER_TARGET:
+                self._remember(agent, message.content, answer=True)
             self._flush_text(agent, events)
             events.append(Handoff(agent, message.target, clean_text(message.content, self.markers)))
             self._close(agent, events)
