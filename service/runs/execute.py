@@ -24,6 +24,7 @@ from service.runs.agentchat import AgentChatTranslator
 from service.runs.context import EventSink, RunContext, current_run_context
 from service.runs.errors import failure_kind
 from service.runs.events import FailureKind, FinalAnswer, RunEnded, RunEndReason, RunEvent, RunStarted
+from service.runs.history import for_lone_agent
 from service.runs.text import DEFAULT_MARKERS
 
 logger = logging.getLogger("service.runs")
@@ -109,6 +110,8 @@ async def execute_run(
             token is cancelled first, so the agents' model calls stop at once, and
             `RunEnded(reason=cancelled)` is offered to the sink (added if it has room).
     """
+    if not isinstance(runner, Team):
+        task = for_lone_agent(task)
     translator = AgentChatTranslator(
         members=frozenset(request.members),
         task_message_ids=frozenset(id(message) for message in task),
