@@ -10,6 +10,12 @@
 It opens and closes agent turns, cleans text (`service.runs.text`), emits a message's text only if
 it was not streamed token by token already, and keeps what the final answer needs.
 
+The answer is shown once. In a run with a live answer agent, that agent's text is the answer and
+the others' text streams into the activity. Without one, any agent's text may turn out to be the
+answer, so it is held back (with what follows it in that agent's turn) until the run shows it is not:
+the agent calls a tool or does anything else, another agent's message arrives, or any model call
+starts. When the run ends, the held text that is the answer is left out of the activity.
+
 A model's reasoning is activity, never the answer: a streamed call's leading `<think>…</think>`
 block (R1-style models, and an upstream's `reasoning_content`, which AgentChat's client hands on in
 such a block) becomes `ThoughtDelta`s then `ThoughtEnded`; a whole message's, a `Thought`. The
@@ -127,6 +133,12 @@ class AgentChatTranslator:
     _live_text: list[str] = field(default_factory=list)
     _live_turns: int = 0
     _last_finish_reason: dict[str, str] = field(default_factory=dict)
+    # Agent -> its events held back while its text may be the answer (see the module docstring).
+    _held: dict[str, list[RunEvent]] = field(default_factory=dict)
+
+    @property
+    def _holding(self) -> bool:
+        return self.live_answer_agent is None
 
     # --- inputs -------------------------------------------------------------------------------
     def token(self, agent: str, text: str) -> list[RunEvent]:
@@ -146,6 +158,17 @@ class AgentChatTranslator:
             if agent == self.live_answer_agent:
                 self._live_text.append(cleaned)
             events.append(TextDelta(agent, cleaned))
+        return self._hold(events) if self._holding else events
+
+    def call_started(self) -> list[RunEvent]:
+        """A model call starts (any agent's, a selector's): the run goes on, so the text held back
+        so far is not the answer."""
+        if not self._held:
+            return []
+        events: list[RunEvent] = []
+        for held in self._held.values():
+            events.extend(held)
+        self._held.clear()
         return events
 
     def model_call(
@@ -160,7 +183,7 @@ class AgentChatTranslator:
         if turn is not None:
             self._end_call(agent, turn, events)
         events.append(usage)
-        return events
+        return self._hold(events) if self._holding else events
 
     def message(self, item: BaseAgentEvent | BaseChatMessage) -> list[RunEvent]:
         """The run events of one item of `run_stream`."""
@@ -173,10 +196,14 @@ class AgentChatTranslator:
         if isinstance(item, SelectSpeakerEvent):
             return [SpeakerSelected(agent, tuple(item.content))]
         if isinstance(item, BaseChatMessage):
+            if self._holding and not isinstance(item, StopMessage):
+                # A later message of another agent: what they hold back is not the answer.
+                for other in [other for other in self._held if other != agent]:
+                    events.extend(self._held.pop(other))
             self._chat_message(item, events)
         else:
             self._agent_event(item, events)
-        return events
+        return self._hold(events) if self._holding else events
 
     def requested_input(
         self, agent: str, prompt: str | None = None, kind: InputKind = InputKind.USER_PROXY
@@ -190,18 +217,54 @@ class AgentChatTranslator:
         return [self.input_request]
 
     def finish(self) -> list[RunEvent]:
-        """Close the open turns and state the final answer."""
+        """Close the open turns and state the final answer (the held text that is the answer is
+        left out; the rest is released)."""
         events: list[RunEvent] = []
         for agent in list(self._turns):
             self._close(agent, events)
-        events.append(self.final_answer())
+        if self._holding:
+            events = self._hold(events)
+        answer = self.final_answer()
+        for held in self._held.values():
+            events.extend(_without_answer(held, answer.text))
+        self._held.clear()
+        events.append(answer)
         return events
 
     def close_turns(self) -> list[RunEvent]:
+        """Close the open turns of a run that ends without an answer: nothing is held back."""
         events: list[RunEvent] = []
         for agent in list(self._turns):
             self._close(agent, events)
-        return events
+        if self._holding:
+            events = self._hold(events)
+        return [*self.call_started(), *events]
+
+    # --- holding back what may be the answer ------------------------------------------------
+    def _hold(self, events: list[RunEvent]) -> list[RunEvent]:
+        """`events` less those held back: an agent's text (and thoughts, which may be the text
+        beside a handoff that ends the run), then the rest of its turn. Any other event of that
+        agent (a tool call, a new turn, ...) releases what it holds, before it."""
+        out: list[RunEvent] = []
+        held = self._held
+        for event in events:
+            agent = getattr(event, "agent", None)
+            if agent is None or isinstance(event, ModelUsage):
+                out.append(event)
+            elif isinstance(event, TextDelta | Thought) or (
+                agent in held and isinstance(event, Handoff | AgentTurnEnded | InputRequested)
+            ):
+                waiting = held.setdefault(agent, [])
+                last = waiting[-1] if waiting else None
+                if type(event) is TextDelta and type(last) is TextDelta:
+                    last.text += event.text
+                else:
+                    waiting.append(event)
+            else:
+                if agent in held:
+                    out.extend(held.pop(agent))
+                out.append(event)
+        return out
 
     # --- the answer ---------------------------------------------------------------------------
     def final_answer(self) -> FinalAnswer:
@@ -409,6 +472,14 @@ class AgentChatTranslator:
             events.append(CodeExecuted(agent, event.result.output, event.result.exit_code))
         else:
             events.append(Activity(agent, type(event).__name__, event.to_text()))
+
+
+def _without_answer(held: list[RunEvent], answer: str) -> list[RunEvent]:
+    """Held events less the answer's text: the text, or the thought (beside a handoff), that is it."""
+    text = "".join(event.text for event in held if isinstance(event, TextDelta))
+    if text and text == answer:
+        return [event for event in held if not isinstance(event, TextDelta)]
+    return [event for event in held if not (isinstance(event, Thought) and event.text == answer)]
 
 
 def _texts(items: Iterable[object]) -> tuple[str, ...]:

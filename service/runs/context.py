@@ -102,6 +102,12 @@ class RunContext:
             del events[0]
         return events
 
+    async def model_call_starts(self) -> None:
+        """A model call of the run starts: the run goes on (what was held back is shown)."""
+        events = self.translator.call_started()
+        if events:
+            await self.send_all(events)
+
     async def model_called(
         self, agent: str, model: str, prompt_tokens: int, completion_tokens: int, finish_reason: str
     ) -> None:

@@ -149,6 +149,8 @@ class InstrumentedChatCompletionClient(ChatCompletionClient):
         run = current_run_context.get()
         # Whether the client streams or not, the call is the same (docs/service-contract.md).
         streams = run is not None and self.stream_tokens and self.agent is not None
+        if run is not None:
+            await run.model_call_starts()
         span = self._start_span(run)
         args = self._create_args(run, extra_create_args)
         try:
@@ -214,6 +216,8 @@ class InstrumentedChatCompletionClient(ChatCompletionClient):
         cancellation_token: CancellationToken | None = None,
     ) -> AsyncGenerator[str | CreateResult, None]:
         run = current_run_context.get()
+        if run is not None:
+            await run.model_call_starts()
         span = self._start_span(run)
         stream = self.inner.create_stream(
             messages,
