@@ -1,6 +1,7 @@
 """The history a client sends back, as the team's models receive it (the scripted LLM records it):
 reasoning removed from earlier answers, and earlier answers as `assistant` messages for a lone agent
-and the direct model (a team's members get them as the caller's messages, named `assistant`)."""
+and the direct model (a team's members, a society of mind's included, get them as the caller's
+messages, named `assistant`)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from typing import Any
 import httpx
 import openai
 import pytest
-from autogen_agentchat.agents import AssistantAgent
+from autogen_agentchat.agents import AssistantAgent, SocietyOfMindAgent
 from autogen_agentchat.teams import RoundRobinGroupChat
 from autogen_ext.models.openai import OpenAIChatCompletionClient
 
@@ -50,6 +51,11 @@ async def sdk(
         max_turns=1,
     )
     (tmp_path / "pair.json").write_text(pair.dump_component().model_dump_json())
+    inner = RoundRobinGroupChat(
+        [AssistantAgent("inner", model_client=client, system_message="You are inner.")], max_turns=1
+    )
+    society = SocietyOfMindAgent("society", team=inner, model_client=client)
+    (tmp_path / "society.json").write_text(society.dump_component().model_dump_json())
     llm_settings = {"direct_model": "on", "llm_base_url": llm.base_url, "llm_model": "scripted"}
     settings = make_settings(workflows_dir=tmp_path, data_dir=tmp_path, **llm_settings)
     async with running_app(create_app(settings)) as http:
@@ -71,11 +77,12 @@ async def test_a_lone_agent_gets_its_earlier_answers_as_its_own_without_reasonin
     assert received(llm) == AS_ASSISTANT
 
 
+@pytest.mark.parametrize("model", ["pair", "society"])
 async def test_a_team_gets_earlier_answers_as_the_callers_messages_without_reasoning(
-    sdk: openai.AsyncOpenAI, llm: ScriptedLLMThread
+    model: str, sdk: openai.AsyncOpenAI, llm: ScriptedLLMThread
 ) -> None:
     llm.reset()
-    await sdk.chat.completions.create(model="pair", messages=HISTORY)  # type: ignore[arg-type]
+    await sdk.chat.completions.create(model=model, messages=HISTORY)  # type: ignore[arg-type]
     messages = llm.requests()[0]["messages"]
     earlier = [message for message in messages if message.get("name") == "assistant"]
     assert [(message["role"], message["content"]) for message in earlier] == [("user", "It is 7.")]

@@ -14,6 +14,7 @@ import logging
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 
+from autogen_agentchat.agents import AssistantAgent
 from autogen_agentchat.base import ChatAgent, TaskResult, Team
 from autogen_agentchat.messages import BaseChatMessage
 from autogen_core import CancellationToken
@@ -110,7 +111,7 @@ async def execute_run(
             token is cancelled first, so the agents' model calls stop at once, and
             `RunEnded(reason=cancelled)` is offered to the sink (added if it has room).
     """
-    if not isinstance(runner, Team):
+    if isinstance(runner, AssistantAgent):
         task = for_lone_agent(task)
     translator = AgentChatTranslator(
         members=frozenset(request.members),

@@ -4,7 +4,9 @@ A chat client sends the whole conversation with each request; the service's answ
 `assistant` messages (task messages with the source `assistant`, `service.serving.task`). AgentChat
 shows an agent every task message as a user's message (a `user` message named `assistant`, upstream).
 In a team that is right: the earlier answer came from the team, not from each member. A workflow
-that is one agent answered those turns itself, so its model gets them as `assistant` messages.
+that is one `AssistantAgent` answered those turns itself, so its model gets them as `assistant`
+messages. (Other lone agents keep plain `TextMessage`s: a `SocietyOfMindAgent` hands its task to an
+inner team, which accepts only the message types it knows.)
 """
 
 from __future__ import annotations
