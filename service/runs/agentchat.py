@@ -182,6 +182,7 @@ class AgentChatTranslator:
         turn = self._turns.get(agent)
         if turn is not None:
             self._end_call(agent, turn, events)
+            turn.said = ""  # what this call's result says comes next
         events.append(usage)
         return self._hold(events) if self._holding else events
 
