@@ -75,7 +75,6 @@ class RunContext:
     translator: AgentChatTranslator
     sink: EventSink
     token: CancellationToken
-    stream_tokens: bool = False
     max_tokens: int | None = None
     trace: RunTrace | None = None
     on_turn_ended: Callable[[str], None] | None = None
@@ -97,16 +96,22 @@ class RunContext:
         """A model token of `agent`, from its model client while the model streams (the hot path,
         no coroutine per token): its events go straight into the sink while it has room; the
         ones that did not fit are returned, for the caller to `send` (waiting for room)."""
-        events = self.translator.token(agent, text)  # TextDelta, after an AgentTurnStarted
+        events = self.translator.token(agent, text)  # TextDelta or ThoughtDelta, after an AgentTurnStarted
         offer = self.sink.offer
         while events and offer(events[0]):
             del events[0]
         return events
 
+    async def model_call_starts(self) -> None:
+        """A model call of the run starts: the run goes on (what was held back is shown)."""
+        events = self.translator.call_started()
+        if events:
+            await self.send_all(events)
+
     async def model_called(
         self, agent: str, model: str, prompt_tokens: int, completion_tokens: int, finish_reason: str
     ) -> None:
-        await self.send(
+        await self.send_all(
             self.translator.model_call(agent, model, prompt_tokens, completion_tokens, finish_reason)
         )
 

@@ -69,6 +69,20 @@ class Thought:
 
 
 @dataclass(slots=True)
+class ThoughtDelta:
+    """A piece of a model's reasoning as it streams (`<think>…</think>`, an upstream's
+    `reasoning_content`): activity, never the answer. `ThoughtEnded` closes the thought."""
+
+    agent: str
+    text: str
+
+
+@dataclass(slots=True)
+class ThoughtEnded:
+    agent: str
+
+
+@dataclass(slots=True)
 class ToolCallRequested:
     agent: str
     call_id: str
@@ -192,6 +206,8 @@ RunEvent = (
     | AgentTurnEnded
     | TextDelta
     | Thought
+    | ThoughtDelta
+    | ThoughtEnded
     | ToolCallRequested
     | ToolResult
     | Handoff

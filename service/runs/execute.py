@@ -14,6 +14,7 @@ import logging
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 
+from autogen_agentchat.agents import AssistantAgent
 from autogen_agentchat.base import ChatAgent, TaskResult, Team
 from autogen_agentchat.messages import BaseChatMessage
 from autogen_core import CancellationToken
@@ -24,6 +25,7 @@ from service.runs.agentchat import AgentChatTranslator
 from service.runs.context import EventSink, RunContext, current_run_context
 from service.runs.errors import failure_kind
 from service.runs.events import FailureKind, FinalAnswer, RunEnded, RunEndReason, RunEvent, RunStarted
+from service.runs.history import for_lone_agent
 from service.runs.text import DEFAULT_MARKERS
 
 logger = logging.getLogger("service.runs")
@@ -47,6 +49,8 @@ class RunRequest:
     deadline_s: float = 300.0
     # The cap on turns the service imposed (MAX_AGENT_TURNS) where it is below the team's own.
     service_turn_cap: int | None = None
+    # Whether the client streams: the run and its model calls are the same either way (an agent
+    # configured to stream always streams from its model), so nothing here depends on it.
     stream_tokens: bool = False
     max_tokens: int | None = None
     handoff_tools: frozenset[str] = frozenset()
@@ -107,6 +111,8 @@ async def execute_run(
             token is cancelled first, so the agents' model calls stop at once, and
             `RunEnded(reason=cancelled)` is offered to the sink (added if it has room).
     """
+    if isinstance(runner, AssistantAgent):
+        task = for_lone_agent(task)
     translator = AgentChatTranslator(
         members=frozenset(request.members),
         task_message_ids=frozenset(id(message) for message in task),
@@ -118,7 +124,6 @@ async def execute_run(
         translator=translator,
         sink=sink,
         token=token,
-        stream_tokens=request.stream_tokens,
         max_tokens=request.max_tokens,
         on_turn_ended=observer.agent_message if observer is not None else None,
     )
