@@ -4,7 +4,8 @@ Each part of the service that keeps something on the app declares a `StateKey` b
 keeps (the settings, the lifecycle, the metrics, the serving context, the protections, the state
 store). `put(app, key, value)` keeps it; `get(app, key)` returns it with its type, or raises;
 `find(app, key)` returns None while it is not there (the metrics before the lifespan started). No
-other code reads `app.state` by attribute name.
+other code reads `app.state` by attribute name. Per-request values (what a guard learned about the
+request: the API key's id, the rate-limit headers) go the same way, through a `RequestKey`.
 """
 
 from __future__ import annotations
@@ -42,3 +43,23 @@ def get(app: Any, key: StateKey[T]) -> T:
     if value is None:
         raise LookupError(f"the app keeps no {key.name}")
     return value
+
+
+@dataclass(frozen=True)
+class RequestKey(Generic[T]):
+    """A value one request carries from a guard to the code after it (e.g. the API key's id): set
+    and read through `put_on`/`find_on`, never by attribute name."""
+
+    name: str
+    kind: type[T]
+
+
+def put_on(request: Any, key: RequestKey[T], value: T) -> None:
+    """Keep `value` on `request` (a Starlette request) under `key`."""
+    setattr(request.state, key.name, value)
+
+
+def find_on(request: Any, key: RequestKey[T]) -> T | None:
+    """The value `request` carries under `key`, or None."""
+    value = getattr(getattr(request, "state", None), key.name, None)
+    return value if isinstance(value, key.kind) else None

@@ -12,6 +12,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
+from service.contract.activity import ActivityMode
+
 # Hard ceilings of the schema; the configurable limits (MAX_MESSAGES, MAX_MESSAGE_CHARS) are
 # checked against the settings when the request is served.
 SCHEMA_MAX_MESSAGES = 100_000
@@ -63,12 +65,6 @@ class ChatMessage(BaseModel):
         if isinstance(self.content, str):
             return self.content
         return "\n".join(part.text for part in self.content)
-
-
-# `reasoning`: activity in `reasoning_content`/`reasoning`, the answer alone in `content`;
-# `content`: the whole transcript (activity and answer, with speaker headers) in `content`;
-# `none`: the answer alone, no activity.
-ActivityMode = Literal["reasoning", "content", "none"]
 
 
 class StreamOptions(BaseModel):
