@@ -6,6 +6,7 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
+from service.contract.protocols import API_NAMES
 from tests.helpers.server import REPO_ROOT
 
 SERVICE = REPO_ROOT / "service"
@@ -121,7 +122,7 @@ def test_routes_import_no_other_route_module() -> None:
 def test_an_encoder_imports_no_other_protocols_encoder() -> None:
     """What encoders share (the activity modes, the no-answer text) sits in a neutral module."""
     encoders = SERVICE / "encoders"
-    protocol_encoders = {"chat_completions", "responses"}
+    protocol_encoders = set(API_NAMES)  # one encoder module per protocol, named after it
     for path in sorted(encoders.glob("*.py")):
         others = {f"service.encoders.{name}" for name in protocol_encoders - {path.stem}}
         assert not _imported_modules(path) & others, f"{path.name} imports another protocol's encoder"

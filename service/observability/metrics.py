@@ -275,7 +275,7 @@ class RequestObserver:
             self._chunk_counter = self.metrics.stream_chunks.labels(self.model)
         self._chunk_counter.inc(count)
 
-    def model_calls(self, count: int = 1) -> None:
+    def model_call(self, count: int = 1) -> None:
         if count:
             self.metrics.model_calls.labels(self.model).inc(count)
 

@@ -31,7 +31,7 @@ class ObservedSink:
             self._counted_end = True
             usage = event.usage
             self.observer.tokens(usage.prompt_tokens, usage.completion_tokens)
-            self.observer.model_calls(usage.started_calls)
+            self.observer.model_call(usage.started_calls)
 
     async def send(self, event: RunEvent) -> None:
         self._count(event)
