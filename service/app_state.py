@@ -5,7 +5,8 @@ keeps (the settings, the lifecycle, the metrics, the serving context, the protec
 store). `put(app, key, value)` keeps it; `get(app, key)` returns it with its type, or raises;
 `find(app, key)` returns None while it is not there (the metrics before the lifespan started). No
 other code reads `app.state` by attribute name. Per-request values (what a guard learned about the
-request: the API key's id, the rate-limit headers) go the same way, through a `RequestKey`.
+request: the API key's id, the rate-limit headers) go the same way: `put(request, key, value)` and
+`find(request, key)` with a `StateKey` (a Starlette request has a `state` like the app's).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ class StateKey(Generic[T]):
 
 
 def put(app: Any, key: StateKey[T], value: T) -> None:
-    """Keep `value` on `app` (a Starlette/FastAPI app) under `key`."""
+    """Keep `value` on `app` (a Starlette/FastAPI app, or a request) under `key`."""
     setattr(app.state, key.name, value)
 
 
@@ -43,23 +44,3 @@ def get(app: Any, key: StateKey[T]) -> T:
     if value is None:
         raise LookupError(f"the app keeps no {key.name}")
     return value
-
-
-@dataclass(frozen=True)
-class RequestKey(Generic[T]):
-    """A value one request carries from a guard to the code after it (e.g. the API key's id): set
-    and read through `put_on`/`find_on`, never by attribute name."""
-
-    name: str
-    kind: type[T]
-
-
-def put_on(request: Any, key: RequestKey[T], value: T) -> None:
-    """Keep `value` on `request` (a Starlette request) under `key`."""
-    setattr(request.state, key.name, value)
-
-
-def find_on(request: Any, key: RequestKey[T]) -> T | None:
-    """The value `request` carries under `key`, or None."""
-    value = getattr(getattr(request, "state", None), key.name, None)
-    return value if isinstance(value, key.kind) else None

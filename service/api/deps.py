@@ -15,7 +15,7 @@ from fastapi import Depends, Path, Query, Request, Response
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials
 
-from service.app_state import find_on, get
+from service.app_state import find, get
 from service.contract.errors import ErrorResponse, OpenAIError
 from service.lifecycle import LIFECYCLE, Lifecycle
 from service.observability.metrics import METRICS, ServiceMetrics
@@ -53,7 +53,7 @@ async def get_states(request: Request) -> StateStoreHandle:
 async def get_owner(request: Request) -> str:
     """Who owns what this request stores or reads: the API key's fingerprint (set by the guards),
     or one shared owner when authentication is off."""
-    return find_on(request, API_KEY_ID) or ANONYMOUS_OWNER
+    return find(request, API_KEY_ID) or ANONYMOUS_OWNER
 
 
 ContextDep = Annotated[ServingContext, Depends(get_context)]

@@ -31,7 +31,7 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from limits import parse as parse_limit
 
-from service.app_state import StateKey, find, get, put_on
+from service.app_state import StateKey, find, get, put
 from service.config import Settings, parse_api_keys_file
 from service.contract.errors import OpenAIError
 from service.observability.metrics import METRICS
@@ -274,7 +274,7 @@ async def require_api_key(
     key_id = keys.verify(credentials.credentials)
     if key_id is None:
         raise _wrong_key(request, limiter, client)
-    put_on(request, API_KEY_ID, key_id)
+    put(request, API_KEY_ID, key_id)
     return key_id
 
 

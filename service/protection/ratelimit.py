@@ -37,7 +37,7 @@ from slowapi import Limiter
 from slowapi.errors import RateLimitExceeded
 from starlette.concurrency import run_in_threadpool
 
-from service.app_state import StateKey, find, find_on, put_on
+from service.app_state import StateKey, find, put
 from service.config import Settings
 from service.contract.errors import OpenAIError
 from service.contract.protocols import CHAT_COMPLETIONS, protocol_of_path
@@ -58,7 +58,7 @@ _STORAGE_FAILURES = (StorageError, RedisError, RedisClusterException, OSError)
 
 def rate_limit_key(request: Request) -> str:
     """Who is limited: the API key's fingerprint (set by the auth dependency), else the client IP."""
-    key_id = find_on(request, API_KEY_ID)
+    key_id = find(request, API_KEY_ID)
     if key_id:
         return str(key_id)
     host = request.client.host if request.client else "unknown"
@@ -254,7 +254,7 @@ async def enforce_rate_limit(request: Request) -> None:
     metrics = find(request.app, METRICS)
     decision = await limiter.check(request, metrics)
     if decision.allowed:
-        put_on(request, RATE_LIMIT_HEADERS, decision.headers)
+        put(request, RATE_LIMIT_HEADERS, decision.headers)
         return
     if metrics is not None:
         # The body is already parsed (FastAPI reads it before dependencies run; `json()` is cached).
@@ -275,7 +275,7 @@ async def enforce_rate_limit(request: Request) -> None:
 
 def rate_limit_headers(request: Request) -> dict[str, str]:
     """The `x-ratelimit-*` headers of an allowed request (empty when limits are off or unchecked)."""
-    headers: dict[str, str] | None = find_on(request, RATE_LIMIT_HEADERS)
+    headers: dict[str, str] | None = find(request, RATE_LIMIT_HEADERS)
     return headers or {}
 
 
