@@ -71,6 +71,5 @@ async def create_chat_completion(inp: Input, request: Request, ctx: ContextDep) 
 
     The run is raced against the client's disconnect until the response starts (a stream waits for
     its first event before committing its status); a stream then cancels its run when it closes.
-    (`service.serving.pipeline` does both, for every API.)
     """
     return await answer_run(request, lambda client_gone: serve_autogen(inp, ctx, client_gone))
