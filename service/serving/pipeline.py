@@ -13,6 +13,7 @@ through `pump_events`) and its non-streamed body. See docs/architecture.md.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -23,7 +24,7 @@ from fastapi.responses import StreamingResponse
 
 from service.runs.context import QueueSink
 from service.runs.events import RunEnded, RunEvent
-from service.runs.execute import Runner, execute_run
+from service.runs.execute import Runner, RunRequest, execute_run
 from service.serving.admission import admit
 from service.serving.context import ServingContext
 from service.serving.errors import outcome_of, run_error
@@ -78,7 +79,9 @@ class ProtocolCall(Protocol):
             OpenAIError: the request cannot run (4xx, 503); CoreFunctionError (500).
         """
 
-    def stream_body(self, queue: Any, first: list[RunEvent], run: RequestRun) -> AsyncIterator[str]:
+    def stream_body(
+        self, queue: asyncio.Queue[RunEvent], first: list[RunEvent], run: RequestRun
+    ) -> AsyncIterator[str]:
         """The SSE writes of the stream, after `first` (its encoder and writer in `pump_events`,
         which settles `run` before the last write)."""
 
@@ -115,28 +118,42 @@ async def serve(
             stream_tokens=call.stream,
             max_tokens=prepared.max_tokens,
         )
-        name = f"workflow:{call.model}"
         if call.stream:
-            sink = QueueSink(settings.stream_queue_size)
-            work = ObservedSink(sink, run.observer)
-            run.start(
-                execute_run(prepared.runner, prepared.task, request, work, run.token),
-                name,
-                ctx.metrics,
-            )
-            first = await first_events(sink.queue, settings.stream_keepalive_s, client_gone)
-            if first and isinstance(first[-1], RunEnded):
-                error = run_error(first[-1])
-                if error is not None:  # raised: the error handler counts a CoreFunctionError
-                    raise error
-            return AgentStreamingResponse(call.stream_body(sink.queue, first, run), on_close=run.close)
-        events, ended = await run_to_end(prepared.runner, prepared.task, request, run, name, client_gone)
+            return await _open_stream(call, ctx, run, prepared, request, client_gone)
+        events, ended = await run_to_end(
+            prepared.runner, prepared.task, request, run, f"workflow:{call.model}", client_gone
+        )
         body = await call.whole_body(events, ended)
         await run.settle("ok")
         return body
     except BaseException as exc:
         await run.close(outcome_of(exc))
         raise
+
+
+async def _open_stream(
+    call: ProtocolCall,
+    ctx: ServingContext,
+    run: RequestRun,
+    prepared: Prepared,
+    request: RunRequest,
+    client_gone: ClientGoneWaiter | None,
+) -> StreamingResponse:
+    """Start the run as a task and wait for its first events: the stream's status is committed
+    after them, so a run that fails before saying anything gets its real status.
+
+    Raises:
+        OpenAIError: the run failed before its first event (502/504/500). ClientGone.
+    """
+    sink = QueueSink(ctx.settings.stream_queue_size)
+    work = execute_run(prepared.runner, prepared.task, request, ObservedSink(sink, run.observer), run.token)
+    run.start(work, f"workflow:{call.model}", ctx.metrics)
+    first = await first_events(sink.queue, ctx.settings.stream_keepalive_s, client_gone)
+    if first and isinstance(first[-1], RunEnded):
+        error = run_error(first[-1])
+        if error is not None:  # raised: the error handler counts a CoreFunctionError
+            raise error
+    return AgentStreamingResponse(call.stream_body(sink.queue, first, run), on_close=run.close)
 
 
 def stream_deadline_s(ctx: ServingContext) -> float:
