@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import httpx
+
 from loadtests import loadgen
 from service.contract.protocols import API_NAMES, PROTOCOLS, protocol_of_path
 from service.observability.metrics import ServiceMetrics
@@ -32,6 +34,41 @@ def test_clients_that_reopen_a_stream_at_once_never_find_the_worker_full(tmp_pat
     assert report["completed"] >= CLIENTS, report
     assert report["errors"] == {}, report
     assert rejected == 0
+
+
+TURNS = 12
+
+
+def test_the_next_turn_of_a_conversation_started_at_the_last_event_finds_it_free(tmp_path: Path) -> None:
+    """A client that sends its next turn as soon as it has `response.completed` never gets 409
+    `conversation_busy`: the turn's lock is released with the request's slot, before the last bytes."""
+    with start_service(tmp_path, LOG_LEVEL="WARNING") as service:
+        with httpx.Client(base_url=service.base_url, timeout=60) as client:
+            conversation = client.post("/v1/conversations", json={}).json()["id"]
+            statuses = []
+            for turn in range(TURNS):
+                body = {
+                    "model": "echo",
+                    "input": f"turn {turn}",
+                    "conversation": conversation,
+                    "stream": True,
+                }
+                with client.stream("POST", "/v1/responses", json=body) as response:
+                    statuses.append(response.status_code)
+                    if response.status_code != 200:
+                        continue
+                    for line in response.iter_lines():
+                        if line.startswith("data:") and '"response.completed"' in line:
+                            break  # the next turn goes out at once, before the stream's end
+        items = client_items(service.base_url, conversation)
+    assert statuses == [200] * TURNS
+    assert items == 2 * TURNS  # each turn's input and answer
+
+
+def client_items(base_url: str, conversation: str) -> int:
+    with httpx.Client(base_url=base_url, timeout=30) as client:
+        page = client.get(f"/v1/conversations/{conversation}/items", params={"limit": 100}).json()
+    return len(page["data"])
 
 
 def test_api_names_are_the_registered_protocols() -> None:
