@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
 from service.contract import unsupported
+from service.contract.activity import ActivityMode
 
 # Hard ceilings of the schema; the configurable limits (MAX_MESSAGES, MAX_MESSAGE_CHARS) are
 # checked against the settings when the request is served.
@@ -115,12 +116,6 @@ class ChatMessage(BaseModel):
             for index, part in enumerate(self.content)
             if isinstance(part, ImageContentPart)
         ]
-
-
-# `reasoning`: activity in `reasoning_content`/`reasoning`, the answer alone in `content`;
-# `content`: the whole transcript (activity and answer, with speaker headers) in `content`;
-# `none`: the answer alone, no activity.
-ActivityMode = Literal["reasoning", "content", "none"]
 
 
 class StreamOptions(BaseModel):

@@ -21,7 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from service.contract.chat import ActivityMode
+from service.contract.activity import ActivityMode
 from service.runs.events import (
     Activity,
     AgentTurnEnded,

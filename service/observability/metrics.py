@@ -18,14 +18,16 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from service.app_state import StateKey
+from service.contract.protocols import API_NAMES, CHAT_COMPLETIONS
 from service.observability import multiprocess
 from service.observability.exposition import MetricsPage
 
 logger = logging.getLogger(__name__)
 
 Outcome = Literal["ok", "client_error", "server_error", "rate_limited", "cancelled", "timeout"]
-# The API a request came through: the `api` label of the request metrics.
-Api = Literal["chat_completions", "responses"]
+# The API a request came through: the `api` label of the request metrics, one of the registered
+# protocols' names (`service.contract.protocols.API_NAMES`).
+Api = str
 CoreFunction = Literal[
     "handle_response", "serve_autogen", "generate_streaming_response", "create_non_streaming_response"
 ]
@@ -192,7 +194,7 @@ class ServiceMetrics:
 
     def _create_known_label_sets(self, agents_by_model: Mapping[str, Iterable[str]]) -> None:
         for model in (*sorted(self.known_models), UNKNOWN_MODEL):
-            for api in get_args(Api):
+            for api in API_NAMES:
                 for stream in ("true", "false"):
                     for outcome in get_args(Outcome):
                         self.requests.labels(api, model, stream, outcome)
@@ -238,7 +240,8 @@ class ServiceMetrics:
     def agent_label(self, agent: str) -> str:
         return agent if agent in self.known_agents else UNKNOWN_AGENT
 
-    def request(self, model: str, stream: bool, api: Api = "chat_completions") -> RequestObserver:
+    def request(self, model: str, stream: bool, api: Api = CHAT_COMPLETIONS.name) -> RequestObserver:
+        """The observer of one request of `api` (a registered protocol's name)."""
         return RequestObserver(self, self.model_label(model), "true" if stream else "false", api)
 
     def render_latest(self) -> bytes:
@@ -259,7 +262,7 @@ class RequestObserver:
     metrics: ServiceMetrics
     model: str
     stream: str
-    api: Api = "chat_completions"
+    api: Api = CHAT_COMPLETIONS.name
     started: float = field(default_factory=time.perf_counter)
     first_token_at: float | None = None
     outcome: Outcome | None = None
@@ -276,8 +279,9 @@ class RequestObserver:
             self._chunk_counter = self.metrics.stream_chunks.labels(self.model)
         self._chunk_counter.inc(count)
 
-    def model_call(self) -> None:
-        self.metrics.model_calls.labels(self.model).inc()
+    def model_call(self, count: int = 1) -> None:
+        if count:
+            self.metrics.model_calls.labels(self.model).inc(count)
 
     def agent_message(self, agent: str) -> None:
         self.metrics.agent_messages.labels(self.model, self.metrics.agent_label(agent)).inc()

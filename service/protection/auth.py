@@ -31,10 +31,11 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from limits import parse as parse_limit
 
-from service.app_state import StateKey, find, get
+from service.app_state import StateKey, find, get, put
 from service.config import SETTINGS, Settings, parse_api_keys_file
 from service.contract.errors import OpenAIError
 from service.observability.metrics import METRICS
+from service.protection.request_keys import API_KEY_ID
 
 logger = logging.getLogger(__name__)
 
@@ -273,7 +274,7 @@ async def require_api_key(
     key_id = keys.verify(credentials.credentials)
     if key_id is None:
         raise _wrong_key(request, limiter, client)
-    request.state.api_key_id = key_id
+    put(request, API_KEY_ID, key_id)
     return key_id
 
 

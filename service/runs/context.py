@@ -7,7 +7,8 @@ UserProxyAgent's input function finds it too, and stops the run for a person's a
 reading the server's stdin.
 
 Every run event goes out through `send`, one path: the translator's events, in order, into the
-run's sink (a bounded queue for a stream, a list otherwise).
+run's sink (a bounded queue for a stream, a list otherwise). The run layer counts nothing for HTTP
+metrics: whoever serves the run wraps the sink to count (`service.serving.observed`).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from autogen_core import CancellationToken
 
 from service.observability.run_trace import RunTrace
 from service.runs.agentchat import AgentChatTranslator
-from service.runs.events import AgentTurnEnded, RunEvent
+from service.runs.events import RunEvent
 
 
 class EventSink(Protocol):
@@ -70,22 +71,17 @@ class QueueSink:
 
 @dataclass
 class RunContext:
-    """One run's connection to the agents' model clients and input functions."""
+    """One run's connection to the agents' model clients and input functions; `trace` holds the
+    run's open spans (given when the run starts, for the model clients' `chat` spans)."""
 
     translator: AgentChatTranslator
     sink: EventSink
     token: CancellationToken
-    max_tokens: int | None = None
     trace: RunTrace | None = None
-    on_turn_ended: Callable[[str], None] | None = None
+    max_tokens: int | None = None
     _stopped_for_input: bool = field(default=False, repr=False)
 
     async def send(self, event: RunEvent) -> None:
-        if isinstance(event, AgentTurnEnded):
-            if self.trace is not None:
-                self.trace.end_turn(event.agent)
-            if self.on_turn_ended is not None:
-                self.on_turn_ended(event.agent)
         await self.sink.send(event)
 
     async def send_all(self, events: list[RunEvent]) -> None:
@@ -107,6 +103,10 @@ class RunContext:
         events = self.translator.call_started()
         if events:
             await self.send_all(events)
+
+    def model_call_started(self) -> None:
+        """A model client starts a call (counted in the run's usage, whether it finishes or not)."""
+        self.translator.usage.started_calls += 1
 
     async def model_called(
         self, agent: str, model: str, prompt_tokens: int, completion_tokens: int, finish_reason: str

@@ -180,7 +180,8 @@ class FinalAnswer:
 class Usage:
     prompt_tokens: int = 0
     completion_tokens: int = 0
-    calls: int = 0
+    calls: int = 0  # model calls that reported their usage
+    started_calls: int = 0  # model calls started, finished or not (a cancelled run's count too)
 
     def add(self, usage: ModelUsage) -> None:
         self.prompt_tokens += usage.prompt_tokens

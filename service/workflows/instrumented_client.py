@@ -75,8 +75,8 @@ class InstrumentedChatCompletionClient(ChatCompletionClient):
 
     def _start_span(self, run: RunContext | None) -> Span:
         trace_run = run.trace if run is not None else None
-        if trace_run is not None and trace_run.observer is not None:
-            trace_run.observer.model_call()
+        if run is not None:
+            run.model_call_started()
         parent = trace_run.agent_span(self.agent) if trace_run is not None and self.agent else None
         attributes: dict[str, Any] = {GEN_AI_OPERATION: "chat", GEN_AI_REQUEST_MODEL: self.model_name}
         if self.agent:

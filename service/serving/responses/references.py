@@ -16,7 +16,7 @@ from typing import Any
 
 from service.contract.errors import OpenAIError, sanitize
 from service.contract.responses import CreateResponse, InputItem, InputMessage, InputReasoning, ItemReference
-from service.observability.metrics import RequestObserver
+from service.serving.responses.errors import store_unavailable
 from service.state import StateStoreHandle, StateStoreUnavailable
 
 
@@ -55,52 +55,42 @@ async def resolve_item_references(
     states: StateStoreHandle,
     owner: str,
     max_references: int,
-    observer: RequestObserver,
 ) -> CreateResponse:
     """`body` with every `item_reference` of `input` replaced by the item it names (one store read).
 
     Raises:
         OpenAIError: 400 an unknown (or another key's) item, or more than `max_references`
-            references; 503 the state store is unavailable. The request is counted as finished.
+            references; 503 the state store is unavailable.
     """
     if isinstance(body.input, str):
         return body
     references = [(index, item) for index, item in enumerate(body.input) if isinstance(item, ItemReference)]
     if not references:
         return body
+    if len(references) > max_references:
+        raise OpenAIError(
+            400,
+            f"Too many item references: at most {max_references} (MAX_MESSAGES).",
+            param="input",
+        )
     try:
-        if len(references) > max_references:
+        store = await states.get()
+        found = await store.get_items([reference.id for _, reference in references])
+    except StateStoreUnavailable:
+        raise store_unavailable() from None
+    resolved: list[InputItem] = list(body.input)
+    for index, reference in references:
+        entry = found.get(reference.id)
+        if entry is None or not secrets.compare_digest(entry[0], owner):
+            raise _unknown(index, reference.id)
+        item = _as_input(entry[1])
+        if item is None:
             raise OpenAIError(
                 400,
-                f"Too many item references: at most {max_references} (MAX_MESSAGES).",
-                param="input",
+                f"Input item {index} refers to a stored item of type "
+                f"'{sanitize(str(entry[1].get('type')), 40)}', which cannot be input.",
+                param=f"input.{index}.id",
+                code="unsupported_item",
             )
-        try:
-            store = await states.get()
-            found = await store.get_items([reference.id for _, reference in references])
-        except StateStoreUnavailable:
-            raise OpenAIError(
-                503,
-                "The state store is unavailable. Retry shortly.",
-                code="state_store_unavailable",
-                headers={"Retry-After": "1"},
-            ) from None
-        resolved: list[InputItem] = list(body.input)
-        for index, reference in references:
-            entry = found.get(reference.id)
-            if entry is None or not secrets.compare_digest(entry[0], owner):
-                raise _unknown(index, reference.id)
-            item = _as_input(entry[1])
-            if item is None:
-                raise OpenAIError(
-                    400,
-                    f"Input item {index} refers to a stored item of type "
-                    f"'{sanitize(str(entry[1].get('type')), 40)}', which cannot be input.",
-                    param=f"input.{index}.id",
-                    code="unsupported_item",
-                )
-            resolved[index] = item
-    except OpenAIError as error:
-        observer.finish("client_error" if error.status_code < 500 else "server_error")
-        raise
+        resolved[index] = item
     return body.model_copy(update={"input": resolved})
