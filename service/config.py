@@ -124,6 +124,9 @@ class Settings(BaseSettings):
     state_store_uri: str = ""
     state_ttl_s: int = Field(30 * 86_400, ge=1, le=10 * 365 * 86_400)
     state_max_bytes: int = Field(8_388_608, ge=4096, le=512 * 1_048_576)
+    # A conversation's (or continued response's) run lock is a lease of this many seconds, renewed
+    # every third of it while its turn runs: a dead worker's lock is free within this time.
+    lock_lease_s: float = Field(15.0, ge=1, le=600)
 
     # Prometheus multiprocess mode (the variable prometheus_client itself reads)
     prometheus_multiproc_dir: Path | None = None

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
+import secrets
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar, cast
 
@@ -43,6 +44,7 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 PREFIX = "autogen:state:"
 SOCKET_TIMEOUT_S = 5.0
+SAVE_BUDGET_S = SOCKET_TIMEOUT_S - 1.0
 WATCH_RETRIES = 5
 _UNLOCK = """
 if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end
@@ -276,9 +278,18 @@ class RedisStateStore(StateStore):
         watch = (
             [] if conversation is None else [_key("conv", conversation.id), _key("items", conversation.id)]
         )
+        # A watched key that expires aborts EXEC (Redis >= 6.0.9): a save that a stalled Redis would
+        # apply after SAVE_BUDGET_S, when this worker has given up and reported the turn failed, is
+        # not applied. The budget is below the socket timeout, after which the worker gives up.
+        fence = _key("fence", secrets.token_hex(8))
+        await self._call(self.client.set(fence, b"1", px=int(SAVE_BUDGET_S * 1000)))
+        watch.append(fence)
 
         async def save(pipe: Pipeline) -> bool:
             count = 0
+            if not await pipe.exists(fence):
+                self.failed()
+                raise StateStoreUnavailable("the save came later than its budget: not applied")
             if conversation is not None:
                 if not await pipe.exists(_key("conv", conversation.id)):
                     return False
@@ -295,6 +306,7 @@ class RedisStateStore(StateStore):
                 self._queue_index(pipe, response.owner, items_of(response))
                 if conversation is None:
                     pipe.set(_key("state", response.id), turn.state, ex=self.ttl_s)
+            pipe.delete(fence)
             await pipe.execute()
             return True
 
@@ -320,4 +332,7 @@ class RedisStateStore(StateStore):
         await self._call(cast(Awaitable[Any], self._unlock(keys=[_key("lock", key)], args=[token])))
 
     async def close(self) -> None:
-        await self.client.aclose()
+        try:
+            await self.stop_tasks()
+        finally:
+            await self.client.aclose()

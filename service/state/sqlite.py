@@ -430,6 +430,8 @@ class SqliteStateStore(StateStore):
         await self._call(unlock)
 
     async def close(self) -> None:
+        await self.stop_tasks()
+
         def close() -> None:
             if self._db is not None:
                 self._db.close()

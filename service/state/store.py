@@ -23,6 +23,7 @@ another key's object is answered exactly like a missing one.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import zlib
 from abc import ABC, abstractmethod
@@ -206,6 +207,20 @@ class StateStore(ABC):
         self.ttl_s = ttl_s
         # Called once per failed operation (the service counts them in a metric).
         self.on_error: Callable[[], None] | None = None
+        # Tasks working on the store in the background (lease renewals, retried unlocks).
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def keep(self, task: asyncio.Task[None]) -> asyncio.Task[None]:
+        """Hold `task` until it ends (it is cancelled when the store closes)."""
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    async def stop_tasks(self) -> None:
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     def failed(self) -> None:
         if self.on_error is not None:
@@ -264,7 +279,12 @@ class StateStore(ABC):
     @abstractmethod
     async def save_turn(self, turn: Turn) -> bool:
         """Store a finished turn atomically; False (nothing stored) when its conversation is gone.
-        The response's input and output items are also kept by id (`get_items`)."""
+        The response's input and output items are also kept by id (`get_items`).
+        A save that a stalled store would apply after its caller gave up (and told its client the
+        turn failed) is not applied.
+
+        Raises:
+            StateStoreUnavailable: the store failed, or could not apply the save in time."""
 
     @abstractmethod
     async def try_lock(self, key: str, token: str, ttl_s: float) -> bool:

@@ -11,9 +11,7 @@ asked). Storing, for a run that ended with an answer and `store` on: the team's 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import secrets
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -36,7 +34,6 @@ from service.serving.images import load_images, refuse_blind_team, responses_ima
 from service.serving.responses.errors import busy, not_found, owns, state_incompatible, state_too_large
 from service.serving.responses.paging import item_role_and_text, stored_items
 from service.serving.serialize import handle_response
-from service.serving.stream import STREAM_MARGIN_S
 from service.serving.task import to_task
 from service.state import (
     ConversationRecord,
@@ -47,17 +44,14 @@ from service.state import (
     StateCorrupt,
     StateStore,
     StateStoreHandle,
-    StateStoreUnavailable,
     StateTooLarge,
     Turn,
     decode_state,
     encode_state,
 )
+from service.state.lease import Lease
 
 logger = logging.getLogger("service.serving.responses")
-
-# A run lock outlives its run's deadline by this much (the stream's margin, then the save).
-LOCK_MARGIN_S = STREAM_MARGIN_S + 60.0
 
 
 @dataclass
@@ -76,7 +70,7 @@ class ResponseTurn:
     instructions: str | None = None  # in force after this turn
     previous: ResponseRecord | None = None
     conversation: ConversationRecord | None = None
-    lock: tuple[str, str] | None = None
+    lock: Lease | None = None
     load_s: float | None = None
 
     @property
@@ -86,9 +80,8 @@ class ResponseTurn:
     async def release(self) -> None:
         """Free the run lock (idempotent; the pipeline frees the capacity slot)."""
         lock, self.lock = self.lock, None
-        if lock is not None and self.store is not None:
-            with contextlib.suppress(StateStoreUnavailable):  # logged; the lock expires by itself
-                await self.store.unlock(*lock)
+        if lock is not None:
+            await lock.release()
 
     # --- preparing --------------------------------------------------------------------------
     async def prepare(self, states: StateStoreHandle) -> None:
@@ -125,9 +118,10 @@ class ResponseTurn:
             if conversation is None or not owns(conversation.owner, self.owner):
                 raise not_found("conversation", conversation_id, ttl_s, "conversation")
             await self._lock(f"conv:{conversation_id}", "conversation")
-            # Read again under the lock: a turn that just ended moved its head.
+            # Read again under the lock (a turn that just ended moved its head), and renew its time
+            # to live: the conversation must outlive the turn that runs now.
             conversation = await self.store.get_conversation(conversation_id)
-            if conversation is None:
+            if conversation is None or not await self.store.renew_conversation(conversation_id):
                 raise not_found("conversation", conversation_id, ttl_s, "conversation")
             run = conversation.run
             if run.model is not None:
@@ -162,11 +156,10 @@ class ResponseTurn:
 
     async def _lock(self, key: str, kind: str) -> None:
         assert self.store is not None
-        token = secrets.token_hex(16)
-        ttl_s = self.settings.workflow_timeout_s + LOCK_MARGIN_S
-        if not await self.store.try_lock(key, token, ttl_s):
+        lease = await Lease.take(self.store, key, self.settings.lock_lease_s)
+        if lease is None:
             raise busy(kind)
-        self.lock = (key, token)
+        self.lock = lease
 
     def _task(
         self,
@@ -293,6 +286,9 @@ class ResponseTurn:
                 pending_input=pending,
             )
             turn.conversation = ConversationTurn(conversation.id, items, run)
+        if self.lock is not None and self.lock.lost:
+            # Another turn may hold the conversation now: storing this one would fork it.
+            raise busy("conversation" if conversation is not None else "response")
         if not await self.store.save_turn(turn):
             assert conversation is not None
             raise not_found("conversation", conversation.id, self.settings.state_ttl_s, "conversation")
