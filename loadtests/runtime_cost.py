@@ -20,7 +20,7 @@ import argparse
 import asyncio
 import json
 import time
-from typing import Any
+from typing import Any, Literal
 
 from autogen_agentchat.messages import TextMessage
 from autogen_core import CancellationToken
@@ -53,8 +53,10 @@ async def _runs(workflow: Workflow, prompt: str, runs: int) -> None:
         await execute_run(workflow.build(), task, request, sink, CancellationToken())
 
 
-async def measure(model: str, runtime: str, prompt: str, runs: int, warmup: int) -> dict[str, Any]:
-    settings = Settings(_env_file=None, agent_runtime=runtime)  # type: ignore[call-arg]
+async def measure(
+    model: str, runtime: Literal["lean", "default"], prompt: str, runs: int, warmup: int
+) -> dict[str, Any]:
+    settings = Settings(_env_file=None, agent_runtime=runtime)
     configure_logging("WARNING")
     decide_agent_runtime_tracing(settings.autogen_runtime_tracing, configure_tracing(settings))
     registry = WorkflowRegistry(settings)

@@ -58,6 +58,10 @@ class Settings(BaseSettings):
     # serialization or telemetry; see docs/runtime.md), or `default`, AgentChat's
     # SingleThreadedAgentRuntime. A team the lean one cannot run uses the default one (logged).
     agent_runtime: Literal["lean", "default"] = "lean"
+    # How the chunks of an OpenAI-compatible upstream are parsed: `lean`, by pydantic's compiled
+    # validator (the SDK's own construction for a chunk off the schema), or `sdk`, by the `openai`
+    # SDK's construction alone (docs/runtime.md, "The upstream path").
+    upstream_parsing: Literal["lean", "sdk"] = "lean"
 
     # Bounds of one run
     workflow_timeout_s: float = Field(300.0, gt=0, le=86_400)

@@ -1,5 +1,6 @@
-"""The lean agent runtime (`AGENT_RUNTIME=lean`) against AgentChat's default one, over the whole
-conformance corpus: the same answers and activity, event for event.
+"""The lean agent runtime (`AGENT_RUNTIME=lean`) and the lean parsing of upstream chunks
+(`UPSTREAM_PARSING=lean`) against AgentChat's default runtime and the `openai` SDK's parsing, over
+the whole conformance corpus: the same answers and activity, event for event.
 
 In process: the real app over httpx's ASGI transport (both APIs, both modes, stored state carried
 to a second turn, human input answered), and the run itself (`execute_run`) for cancellation,
@@ -17,7 +18,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AsyncExitStack
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import httpx
 import pytest
@@ -36,20 +37,32 @@ from autogen_core import (
     event,
     rpc,
 )
-from autogen_core.models import ChatCompletionClient
+from autogen_core.models import ChatCompletionClient, ModelInfo, UserMessage
+from autogen_ext.models.openai import OpenAIChatCompletionClient
 
-from loadtests.scripted_llm import Fault, Reply, Rule, Script, ScriptedLLMThread, start_scripted_llm_thread
+from loadtests.scripted_llm import (
+    Fault,
+    Reply,
+    Rule,
+    Script,
+    ScriptedLLMThread,
+    ToolCall,
+    start_scripted_llm_thread,
+)
 from service.app import create_app
 from service.runs.context import ListSink
 from service.runs.events import RunEndReason, RunEvent
 from service.runs.execute import execute_run
 from service.workflows.lean_teams import LeanRoundRobinGroupChat, LeanRuntimeTeam
-from service.workflows.registry import WorkflowRegistry
+from service.workflows.registry import LLM_MODEL_INFO, WorkflowRegistry
 from service.workflows.runtime import LeanAgentRuntime
+from service.workflows.upstream_parsing import lean_parsing
 from tests.conformance.shapes import SHAPES, Shape, workflow_files
 from tests.conftest import make_settings, running_app
 
 RUNTIMES = ("lean", "default")
+# The lean side parses the upstream's chunks with pydantic's validator, the default side with the SDK.
+PARSING = {"lean": "lean", "default": "sdk"}
 NAMES = [shape.name for shape in SHAPES]
 BY_NAME = {shape.name: shape for shape in SHAPES}
 # Parallel branches (graph fan-out) stream at the same time: their deltas interleave by timing.
@@ -201,6 +214,7 @@ async def apps(
                     workflows_dir=corpus,
                     allow_code_execution=True,
                     agent_runtime=runtime,
+                    upstream_parsing=PARSING[runtime],
                     stream_flush_interval_ms=0,
                     data_dir=tmp_path_factory.mktemp(f"data-{runtime}"),
                 )
@@ -234,7 +248,12 @@ async def registries(corpus: Path) -> AsyncIterator[Registries]:
         found = {}
         for runtime in RUNTIMES:
             registry = WorkflowRegistry(
-                make_settings(workflows_dir=corpus, allow_code_execution=True, agent_runtime=runtime)
+                make_settings(
+                    workflows_dir=corpus,
+                    allow_code_execution=True,
+                    agent_runtime=runtime,
+                    upstream_parsing=PARSING[runtime],
+                )
             )
             report = registry.load_defaults()
             assert not report.failed, report.failed
@@ -515,3 +534,57 @@ async def test_a_failing_handler_fails_the_team_run_as_on_the_default_runtime(fa
         errors.append((type(raised.value), str(raised.value).split("\n", 1)[0]))
     assert errors[0] == errors[1], errors
     assert not [task for task in asyncio.all_tasks() - before if not task.done()]
+
+
+# ------------------------------------------------------------------------ the upstream's chunks
+OFF_SCHEMA_CHUNK = (
+    'data: {"id": "x", "object": "chat.completion", "created": "soon", "model": "scripted",'
+    ' "choices": [{"index": 0, "delta": {"content": " odd"}, "finish_reason": null}]}'
+)
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        Reply(
+            reasoning="Let me think.",
+            text="Sunny.",
+            tool_calls=[ToolCall(name="get_weather", arguments={"city": "Paris"})],
+        ),
+        Reply(
+            text="Before and after.", fault=Fault(kind="garbage", after=1, lines=["", OFF_SCHEMA_CHUNK, ""])
+        ),
+        Reply(json={"answer": 42}),
+    ],
+    ids=["reasoning-and-tool-calls", "a-chunk-off-the-schema", "json"],
+)
+@pytest.mark.parametrize("stream", [True, False], ids=["streamed", "whole"])
+async def test_lean_parsing_gives_what_the_sdks_parsing_gives(
+    reply: Reply, stream: bool, llm: ScriptedLLMThread
+) -> None:
+    seen: list[list[Any]] = []
+    for lean in (True, False):
+        llm.reset()
+        llm.load_script(Script(rules=[Rule(reply=reply)]))
+        client = OpenAIChatCompletionClient(
+            model="scripted",
+            base_url=llm.base_url,
+            api_key="sk-corpus",
+            max_retries=0,
+            model_info=cast(ModelInfo, {**LLM_MODEL_INFO, "family": "r1"}),
+        )
+        if lean:
+            lean_parsing(client)
+            assert type(client._client).__name__ == "LeanAsyncOpenAI"
+        messages = [UserMessage(content="Weather?", source="user")]
+        try:
+            if stream:
+                items = [item async for item in client.create_stream(messages)]
+            else:
+                items = [await client.create(messages)]
+        except Exception as exc:  # a body that is not JSON fails the same way
+            seen.append([type(exc).__name__])
+        else:
+            seen.append([item if isinstance(item, str) else item.model_dump() for item in items])
+        await client.close()
+    assert seen[0] == seen[1]

@@ -40,6 +40,7 @@ from service.workflows.lean_teams import use_lean_runtime
 from service.workflows.mcp import SharedMcpWorkbench
 from service.workflows.terminations import SourcedTextMentionTermination
 from service.workflows.upstream_http import guard as guard_upstream
+from service.workflows.upstream_parsing import lean_parsing
 from service.workflows.user_proxy import USER_PROXY_PROVIDERS, ServedUserProxyAgent
 
 logger = logging.getLogger(__name__)
@@ -486,6 +487,8 @@ class WorkflowRegistry:
                 max_event_bytes=self._settings.upstream_max_event_bytes,
                 max_body_bytes=self._settings.upstream_max_body_bytes,
             )
+            if self._settings.upstream_parsing == "lean":
+                lean_parsing(client)
         return InstrumentedChatCompletionClient(client, agent, _model_name(spec), streams)
 
     def _share_model_clients(
