@@ -500,6 +500,24 @@ async def test_the_runs_token_stops_its_tasks_and_none_is_left() -> None:
     assert not [task for task in asyncio.all_tasks() - before if not task.done()]
 
 
+async def test_a_run_that_ended_is_cancelled_while_its_last_handlers_finish_and_leaves_none() -> None:
+    runtime, agent = await registered()
+    before = asyncio.all_tasks()
+
+    async def run() -> None:
+        async with runtime.run_scope(CancellationToken()):
+            await runtime.publish_message(Ping("wait"), DefaultTopicId("pings", "default"))
+            await asyncio.wait_for(agent.started.wait(), 5)
+
+    scope = asyncio.ensure_future(run())
+    await asyncio.sleep(0.05)  # the run ended; its scope waits for the handler still running
+    assert not scope.done()
+    scope.cancel()  # e.g. the deadline
+    with pytest.raises(asyncio.CancelledError):
+        await scope
+    assert not [task for task in asyncio.all_tasks() - before if not task.done()]
+
+
 @pytest.mark.parametrize("failing_check", [1, 2])
 async def test_a_failing_handler_fails_the_team_run_as_on_the_default_runtime(failing_check: int) -> None:
     """The team's termination condition fails: on the task (in the manager's RPC handler) or on the

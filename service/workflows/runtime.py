@@ -88,9 +88,10 @@ class LeanAgentRuntime(AgentRuntime):
             ended_normally = True
         finally:
             self._run_token = None
-            if ended_normally:
-                await self._wait_idle()
-            else:
+            try:
+                if ended_normally:
+                    await self._wait_idle()
+            finally:  # not ended normally, or cancelled while waiting for the last handlers
                 await self._cancel_and_wait()
 
     async def _wait_idle(self) -> None:
@@ -98,9 +99,9 @@ class LeanAgentRuntime(AgentRuntime):
             await asyncio.wait(tuple(self._tasks))
 
     async def _cancel_and_wait(self) -> None:
-        self._cancel_tasks()
         if not self._tasks:
             return
+        self._cancel_tasks()
         _, stuck = await asyncio.wait(tuple(self._tasks), timeout=CANCEL_GRACE_S)
         if stuck:
             logger.error("agent handlers ignored their cancellation", extra={"tasks": len(stuck)})
