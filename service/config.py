@@ -60,6 +60,14 @@ class Settings(BaseSettings):
     # Bounds on what an upstream LLM may send: one event of a stream, and a whole non-streamed answer.
     upstream_max_event_bytes: int = Field(1_048_576, ge=1024, le=1_073_741_824)
     upstream_max_body_bytes: int = Field(4_194_304, ge=1024, le=1_073_741_824)
+    # The agent runtime of the teams: `lean`, the service's (direct dispatch, no per-message
+    # serialization or telemetry; see docs/runtime.md), or `default`, AgentChat's
+    # SingleThreadedAgentRuntime. A team the lean one cannot run uses the default one (logged).
+    agent_runtime: Literal["lean", "default"] = "lean"
+    # How the chunks of an OpenAI-compatible upstream are parsed: `lean`, by pydantic's compiled
+    # validator (the SDK's own construction for a chunk off the schema), or `sdk`, by the `openai`
+    # SDK's construction alone (docs/runtime.md, "The upstream path").
+    upstream_parsing: Literal["lean", "sdk"] = "lean"
 
     # Bounds of one run
     workflow_timeout_s: float = Field(300.0, gt=0, le=86_400)
@@ -114,7 +122,8 @@ class Settings(BaseSettings):
     otel_exporter_otlp_endpoint: str | None = None
     otel_exporter_otlp_protocol: Literal["grpc", "http/protobuf"] = "grpc"
     # autogen-core's runtime traces every internal bus message (hundreds of spans per team run);
-    # off by default so the service's own span tree stays readable and cheap.
+    # off by default so the service's own span tree stays readable and cheap. On, every team runs
+    # on AgentChat's default runtime (the lean one traces nothing).
     autogen_runtime_tracing: bool = False
 
     # State of the Responses API (stored responses, conversations, saved team state):

@@ -19,11 +19,13 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import NoReturn, Protocol
 
+from autogen_agentchat.messages import BaseChatMessage
 from autogen_core import CancellationToken
 
 from service.observability.run_trace import RunTrace
-from service.runs.agentchat import AgentChatTranslator
+from service.runs.agentchat import AgentChatTranslator, message_text
 from service.runs.events import RunEvent
+from service.runs.text import clean_text
 
 
 class EventSink(Protocol):
@@ -119,10 +121,18 @@ class RunContext:
     def stopped_for_input(self) -> bool:
         return self._stopped_for_input
 
-    async def stop_for_input(self, agent: str) -> NoReturn:
+    async def stop_for_input(self, agent: str, told: BaseChatMessage | None = None) -> NoReturn:
         """End the run here: `agent` waits for a person. Nothing waits on the server for the
-        answer; the caller sends it with the next request (a new run, or a resumed one)."""
-        await self.send_all(self.translator.requested_input(agent))
+        answer; the caller sends it with the next request (a new run, or a resumed one).
+
+        `told`: the last message another agent sent `agent`, when it knows it: its text is the
+        question (the run's events may not have caught up with the team yet when the agent asks;
+        how far behind they are depends on the agent runtime). The request's own messages are not."""
+        translator = self.translator
+        question = ""
+        if told is not None and id(told) not in translator.task_message_ids:
+            question = clean_text(message_text(told), translator.markers)
+        await self.send_all(translator.requested_input(agent, question or None))
         self._stopped_for_input = True
         waiting: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.token.link_future(waiting)
@@ -136,13 +146,16 @@ current_run_context: contextvars.ContextVar[RunContext | None] = contextvars.Con
 )
 
 
-def input_function(agent: str) -> Callable[[str, CancellationToken | None], Awaitable[str]]:
-    """The input function the service gives every UserProxyAgent: never reads stdin, never blocks."""
+def input_function(
+    agent: str, told: Callable[[], BaseChatMessage | None] | None = None
+) -> Callable[[str, CancellationToken | None], Awaitable[str]]:
+    """The input function the service gives every UserProxyAgent: never reads stdin, never blocks.
+    `told` gives the last message another agent sent it (see `RunContext.stop_for_input`)."""
 
     async def ask_the_caller(prompt: str, cancellation_token: CancellationToken | None) -> str:
         run = current_run_context.get()
         if run is None:
             raise RuntimeError(f"{agent} asked for input outside a served run")
-        await run.stop_for_input(agent)
+        await run.stop_for_input(agent, told() if told is not None else None)
 
     return ask_the_caller

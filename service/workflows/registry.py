@@ -36,9 +36,11 @@ from service.workflows import shared
 from service.workflows.direct import DirectModelAgent
 from service.workflows.guard import TEXT_MENTION_PROVIDERS, CodePolicy, WorkflowRefused, check, components
 from service.workflows.instrumented_client import InstrumentedChatCompletionClient
+from service.workflows.lean_teams import use_lean_runtime
 from service.workflows.mcp import SharedMcpWorkbench
 from service.workflows.terminations import SourcedTextMentionTermination
 from service.workflows.upstream_http import guard as guard_upstream
+from service.workflows.upstream_parsing import lean_parsing
 from service.workflows.user_proxy import USER_PROXY_PROVIDERS, ServedUserProxyAgent
 
 logger = logging.getLogger(__name__)
@@ -93,6 +95,8 @@ class Workflow:
     service_turn_cap: int | None = None
     warnings: tuple[str, ...] = ()
     handoff_tools: frozenset[str] = frozenset()
+    # The runtime its teams run on: `lean`, `default` (AgentChat's), or None (no team).
+    agent_runtime: Literal["lean", "default"] | None = None
 
     def build(self) -> Runner:
         """A new runner (teams hold conversation state) that shares the parsed definition and clients."""
@@ -313,6 +317,7 @@ class WorkflowRegistry:
             self._substitute(document)
             self._share_model_clients(document, model_id, references)
             self._share_tools_and_workbenches(document, model_id, references)
+            agent_runtime = self._choose_runtime(document, model_id)
             # Token streaming happens in the instrumented model clients, not on AgentChat's bus.
             definition = ComponentModel.model_validate(self._without_token_streaming(document))
             loader: type[Team] | type[ChatAgent] = Team if kind == "team" else ChatAgent
@@ -342,6 +347,7 @@ class WorkflowRegistry:
             service_turn_cap=service_turn_cap,
             warnings=tuple(report.warnings),
             handoff_tools=_handoff_tools(document),
+            agent_runtime=agent_runtime,
         )
         self._workflows[model_id] = workflow
         return workflow
@@ -447,6 +453,28 @@ class WorkflowRegistry:
             elif node["provider"] in TEXT_MENTION_PROVIDERS and (node.get("config") or {}).get("sources"):
                 node["provider"] = SourcedTextMentionTermination.component_provider_override
 
+    def _choose_runtime(self, document: dict[str, Any], model_id: str) -> Literal["lean", "default"] | None:
+        """Load the workflow's teams on the lean runtime where they can be (`lean_teams`); the
+        log names the workflows whose teams keep AgentChat's default runtime, and why."""
+        teams = list(components(document, "team"))
+        if not teams:
+            return None
+        settings = self._settings
+        if settings.agent_runtime == "default" or settings.autogen_runtime_tracing:
+            reason = (
+                "AGENT_RUNTIME=default" if settings.agent_runtime == "default" else "runtime tracing is on"
+            )
+            logger.info("teams on AgentChat's default runtime", extra={"model": model_id, "reason": reason})
+            return "default"
+        others = use_lean_runtime(teams)
+        if not others:
+            return "lean"
+        logger.warning(
+            "teams on AgentChat's default runtime",
+            extra={"model": model_id, "reason": f"team types the lean runtime does not run: {others}"},
+        )
+        return "default"
+
     def _owners(self, document: dict[str, Any]) -> dict[int, tuple[str, bool]]:
         """Model client node (by identity) -> (who calls it, whether its tokens stream to the client)."""
         owners: dict[int, tuple[str, bool]] = {}
@@ -479,6 +507,8 @@ class WorkflowRegistry:
                 max_event_bytes=self._settings.upstream_max_event_bytes,
                 max_body_bytes=self._settings.upstream_max_body_bytes,
             )
+            if self._settings.upstream_parsing == "lean":
+                lean_parsing(client)
         return InstrumentedChatCompletionClient(client, agent, _model_name(spec), streams)
 
     def _share_model_clients(
