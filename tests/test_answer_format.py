@@ -99,7 +99,9 @@ async def test_chat_response_format_json_schema_is_the_answer_streamed_or_not(
         reported = [record["reply"]["usage"] for record in llm.requests()]
         assert completion.usage.completion_tokens == sum(usage["completion_tokens"] for usage in reported)
         # The team's own answer is activity now.
-        assert TEAM_ANSWER in str((completion.choices[0].message.model_extra or {}).get("reasoning_content"))
+        reasoning = str((completion.choices[0].message.model_extra or {}).get("reasoning_content"))
+        assert TEAM_ANSWER in reasoning
+        assert content not in reasoning  # the formatted answer is shown once: as the answer
 
         script(llm)
         stream = await client.chat.completions.create(
@@ -135,6 +137,9 @@ async def test_chat_json_object_and_responses_text_format(tmp_path: Path, llm: S
         response = await client.responses.parse(model="city-team", input="Paris?", text_format=City)
         assert response.output_parsed == City(**CITY)
         assert formatting_call(llm)["response_format"]["json_schema"]["schema"] == response_schema(llm)
+        assert response.text is not None and response.text.format is not None
+        assert response.text.format.type == "json_schema"  # the format asked for, echoed
+        assert getattr(response.text.format, "name", None) == "City"
 
         script(llm)
         async with client.responses.stream(model="city-team", input="Paris?", text_format=City) as events:

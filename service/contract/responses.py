@@ -395,7 +395,11 @@ class ConversationField(BaseModel):
 
 
 class TextFormat(BaseModel):
-    type: Literal["text"] = "text"
+    """The answer's format as the request asked for it (`json_schema` keeps its name, schema, strict)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    type: Literal["text", "json_object", "json_schema"] = "text"
 
 
 class TextConfig(BaseModel):

@@ -14,7 +14,15 @@ from fastapi.responses import StreamingResponse
 
 from service.contract.errors import OpenAIError
 from service.contract.protocols import RESPONSES
-from service.contract.responses import ConversationField, CreateResponse, ResponseObject, new_id, now
+from service.contract.responses import (
+    ConversationField,
+    CreateResponse,
+    ResponseObject,
+    TextConfig,
+    TextFormat,
+    new_id,
+    now,
+)
 from service.encoders.responses import ResponsesEncoder
 from service.observability.metrics import Outcome
 from service.observability.tracing import traced
@@ -147,6 +155,10 @@ class ResponsesCall:
             user=body.user,
             temperature=body.temperature,
             top_p=body.top_p,
+            # The format the answer was asked in, echoed as the request gave it (validated already).
+            text=TextConfig(format=TextFormat.model_validate(body.text["format"]))
+            if body.answer_format is not None
+            else TextConfig(),
         )
         turn = ResponseTurn(body, self.ctx, self.owner, store_on, base)
         self.turn = turn
