@@ -50,17 +50,18 @@ class _DroppingRun(RunContext):
 
 
 async def _run_once(workflow: Workflow, prompt: str, tokens: list[int]) -> None:
-    run = _DroppingRun(AgentChatTranslator(frozenset()), ListSink(), CancellationToken(), stream_tokens=True)
-    run.tokens = tokens
-    context_token = current_run_context.set(run)
-    try:
-        with traced_run(workflow.id, "cost", None) as trace:
-            run.trace = trace
+    with traced_run(workflow.id, "cost") as trace:
+        run = _DroppingRun(
+            AgentChatTranslator(frozenset()), ListSink(), CancellationToken(), trace=trace, stream_tokens=True
+        )
+        run.tokens = tokens
+        context_token = current_run_context.set(run)
+        try:
             runner = workflow.build()
             async for _ in runner.run_stream(task=[TextMessage(source="user", content=prompt)]):
                 pass
-    finally:
-        current_run_context.reset(context_token)
+        finally:
+            current_run_context.reset(context_token)
 
 
 async def _measure(workflow: Workflow, prompt: str, runs: int, concurrency: int) -> dict[str, Any]:

@@ -65,7 +65,9 @@ def create_app(
         await workflows.start_shared()
         agents = {workflow.id: workflow.agent_names for workflow in workflows.all()}
         service_metrics = ServiceMetrics(
-            known_models=[workflow.id for workflow in workflows.all()], known_agents=agents
+            known_models=[workflow.id for workflow in workflows.all()],
+            known_agents=agents,
+            page_cache_s=settings.metrics_cache_s,
         )
         put(app, METRICS, service_metrics)
         state_store.on_error = service_metrics.state_errors.inc

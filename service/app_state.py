@@ -4,7 +4,9 @@ Each part of the service that keeps something on the app declares a `StateKey` b
 keeps (the settings, the lifecycle, the metrics, the serving context, the protections, the state
 store). `put(app, key, value)` keeps it; `get(app, key)` returns it with its type, or raises;
 `find(app, key)` returns None while it is not there (the metrics before the lifespan started). No
-other code reads `app.state` by attribute name.
+other code reads `app.state` by attribute name. Per-request values (what a guard learned about the
+request: the API key's id, the rate-limit headers) go the same way: `put(request, key, value)` and
+`find(request, key)` with a `StateKey` (a Starlette request has a `state` like the app's).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ class StateKey(Generic[T]):
 
 
 def put(app: Any, key: StateKey[T], value: T) -> None:
-    """Keep `value` on `app` (a Starlette/FastAPI app) under `key`."""
+    """Keep `value` on `app` (a Starlette/FastAPI app, or a request) under `key`."""
     setattr(app.state, key.name, value)
 
 

@@ -9,8 +9,11 @@ Four functions, by contract:
 Each turns its failures into an HTTP 500 with a generic message, logs the cause with the trace id,
 and counts it in `autogen_errors_total{function=...}`.
 
-The run itself (`service.runs.execute`) is the same for both modes; so is the text of the answer and
-of the activity (`service.encoders`): a stream and a non-streamed response carry the same answer.
+The steps every API shares (admission, the capacity slot, metrics, cancellation, the deadline, the
+status before a stream's first event, the request's end) are one pipeline, `service.serving.pipeline`;
+this module supplies the chat-completions parts (`ChatCompletionsCall`). The run itself
+(`service.runs.execute`) is the same for both modes; so is the text of the answer and of the activity
+(`service.encoders`): a stream and a non-streamed response carry the same answer.
 """
 
 from __future__ import annotations
@@ -21,32 +24,25 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from autogen_agentchat.messages import BaseChatMessage
-from autogen_core import CancellationToken
 from fastapi.responses import StreamingResponse
 
-from service.contract.chat import ActivityMode, ChatCompletionChunk, Input, Output, new_completion_id, now
+from service.contract.activity import ActivityMode
+from service.contract.chat import ChatCompletionChunk, Input, Output, new_completion_id, now
 from service.contract.errors import OpenAIError
+from service.contract.protocols import CHAT_COMPLETIONS
 from service.contract.sse import SSE_DONE, encode_event
 from service.encoders.chat_completions import ChatStreamEncoder, completion_output
 from service.observability.metrics import Outcome, RequestObserver
 from service.observability.tracing import traced
-from service.runs.context import QueueSink
 from service.runs.events import RunEnded, RunEvent
-from service.runs.execute import Runner, RunRequest, execute_run
-from service.serving.admission import admit
+from service.serving.chat_inputs import chat_run_inputs
 from service.serving.context import ServingContext
 from service.serving.errors import CoreFunctionError
-from service.serving.run import run_to_end
+from service.serving.pipeline import Prepared, serve, stream_deadline_s
+from service.serving.request_run import RequestRun
 from service.serving.serialize import handle_response
-from service.serving.stream import (
-    STREAM_MARGIN_S,
-    AgentStreamingResponse,
-    StreamRun,
-    open_stream,
-    pump_events,
-)
-from service.serving.task import to_task
+from service.serving.stream import pump_events
+from service.workflows.registry import Workflow
 
 logger = logging.getLogger("service.autogen_server")
 
@@ -94,6 +90,7 @@ async def generate_streaming_response(
     *,
     first: Sequence[RunEvent] = (),
     observer: RequestObserver | None = None,
+    run: RequestRun | None = None,
     keepalive_s: float = 15.0,
     deadline_s: float | None = None,
     flush_interval_s: float = 0.0,
@@ -112,7 +109,9 @@ async def generate_streaming_response(
         queue: bounded queue fed by the run; it ends with `RunEnded`.
         encoder: the chat-completions encoder of this stream.
         first: events already taken from the queue (before the HTTP status was committed).
-        observer: records time to first token, chunk counts and the request's outcome.
+        observer: records time to first token, chunk counts and the request's outcome (when no
+            `run` is given).
+        run: the request's bookkeeping (observer, slot), settled before the last write.
         keepalive_s: longest silence before a keep-alive comment.
         deadline_s: hard cap on the whole stream (the run's own deadline plus a margin).
         flush_interval_s: after a write, events are gathered for up to this long before the next
@@ -125,11 +124,13 @@ async def generate_streaming_response(
         Nothing to the caller once streaming: failures become an error event. (The HTTP status is
         already sent; errors are logged and counted as `generate_streaming_response` 500s.)
     """
+    if run is None and observer is not None:
+        run = RequestRun(observer)
     async for write in pump_events(
         queue,
         ChatStreamWriter(encoder),
         first=first,
-        observer=observer,
+        run=run,
         keepalive_s=keepalive_s,
         deadline_s=deadline_s,
         flush_interval_s=flush_interval_s,
@@ -171,6 +172,77 @@ def create_non_streaming_response(
     return handle_response(output)
 
 
+@dataclass
+class ChatCompletionsCall:
+    """The chat-completions parts of the serving pipeline (`service.serving.pipeline`) for one request."""
+
+    inp: Input
+    ctx: ServingContext
+    api: str = CHAT_COMPLETIONS.name
+    completion_id: str = field(default_factory=new_completion_id)
+
+    @property
+    def model(self) -> str:
+        return self.inp.model
+
+    @property
+    def stream(self) -> bool:
+        return bool(self.inp.stream)
+
+    @property
+    def mode(self) -> ActivityMode:
+        return self.inp.stream_activity or self.ctx.settings.stream_activity
+
+    async def admission(self) -> tuple[list[str], str]:
+        return [message.text() for message in self.inp.messages], "messages"
+
+    async def prepare(self, workflow: Workflow, run: RequestRun) -> Prepared:
+        try:
+            runner = workflow.build()
+        except Exception:
+            logger.exception("could not build the workflow", extra={"model": self.inp.model})
+            raise CoreFunctionError("serve_autogen") from None
+        # Its images (400 for a team that cannot see them) and its `response_format`.
+        task, runner = await chat_run_inputs(self.inp, runner, self.ctx.settings)
+        prompt = (
+            [message.model_dump() for message in self.inp.messages] if self.ctx.settings.log_prompts else []
+        )
+        return Prepared(runner, task, self.completion_id, self.inp.completion_token_cap, prompt)
+
+    def stream_body(
+        self, queue: asyncio.Queue[RunEvent], first: list[RunEvent], run: RequestRun
+    ) -> AsyncIterator[str]:
+        settings = self.ctx.settings
+        encoder = ChatStreamEncoder(
+            completion_id=self.completion_id,
+            created=now(),
+            model=self.inp.model,
+            mode=self.mode,
+            include_usage=self.inp.wants_usage_chunk,
+            encode=encode_chunk,
+        )
+        return generate_streaming_response(
+            self.inp,
+            queue,
+            encoder,
+            first=first,
+            run=run,
+            keepalive_s=settings.stream_keepalive_s,
+            flush_interval_s=settings.stream_flush_interval_ms / 1000,
+            deadline_s=stream_deadline_s(self.ctx),
+        )
+
+    async def whole_body(self, events: list[RunEvent], ended: RunEnded) -> dict[str, Any]:
+        body = create_non_streaming_response(
+            events, self.inp.model, completion_id=self.completion_id, created=now(), mode=self.mode
+        )
+        if self.ctx.settings.log_prompts:
+            logger.info(
+                "completion", extra={"model": self.inp.model, "completion": body["choices"][0]["message"]}
+            )
+        return body
+
+
 @traced
 async def serve_autogen(
     inp: Input, ctx: ServingContext, client_gone: Callable[[], Awaitable[None]] | None = None
@@ -181,13 +253,15 @@ async def serve_autogen(
     messages into its task, and runs it with a `CancellationToken`, a deadline (`WORKFLOW_TIMEOUT_S`)
     and a turn cap. Streaming requests get an SSE `StreamingResponse` fed by the run through a
     bounded queue; its status is committed when the run has its first event to show, so a run that
-    fails before that gets its real status. The run is cancelled when the client goes away.
+    fails before that gets its real status. The run is cancelled when the client goes away. (The
+    steps shared with every API are `service.serving.pipeline.serve`; this is the chat-completions
+    part, `ChatCompletionsCall`.)
 
     Args:
         inp: the validated request.
         ctx: registry, settings, metrics and capacity of this worker.
-        client_gone: returns when the client has gone away; a stream whose first event is slow
-            to come watches it (a non-streaming request is raced against it by the route).
+        client_gone: returns when the client has gone away: a non-streamed run is raced against
+            it, and a stream whose first event is slow to come watches it.
 
     Returns:
         A `StreamingResponse` when `inp.stream` is true, else the `chat.completion` dict.
@@ -196,87 +270,7 @@ async def serve_autogen(
         OpenAIError: 404 unknown model, 400 request over the size bounds, 503 at capacity,
             502/504 upstream LLM failure or deadline (before the first byte of a stream).
         CoreFunctionError: HTTP 500 when AutoGen fails (logged with its cause, counted).
-        ClientGone: the client went away before a stream's first event (its run is cancelled).
+        ClientGone: the client went away before the answer or a stream's first event (its run is
+            cancelled).
     """
-    stream = bool(inp.stream)
-    observer = ctx.metrics.request(inp.model, stream)
-    workflow = admit(inp.model, [message.text() for message in inp.messages], ctx, observer, "messages")
-    settings = ctx.settings
-    completion_id = new_completion_id()
-    try:
-        task = to_task(inp.messages)
-        runner = workflow.build()
-    except Exception:
-        ctx.slots.release()
-        observer.finish("server_error")
-        logger.exception("could not build the workflow", extra={"model": inp.model})
-        raise CoreFunctionError("serve_autogen") from None
-    if settings.log_prompts:
-        logger.info("prompt", extra={"model": inp.model, "prompt": [m.model_dump() for m in inp.messages]})
-    request = workflow.run_request(
-        completion_id,
-        deadline_s=settings.workflow_timeout_s,
-        stream_tokens=stream,
-        max_tokens=inp.completion_token_cap,
-    )
-    mode: ActivityMode = inp.stream_activity or settings.stream_activity
-    token = CancellationToken()
-    if stream:
-        sink = QueueSink(settings.stream_queue_size)
-        run = StreamRun(observer=observer, slots=ctx.slots, metrics=ctx.metrics, token=token)
-        first = await open_stream(
-            run,
-            execute_run(runner, task, request, sink, token, observer),
-            sink.queue,
-            f"workflow:{inp.model}",
-            settings.stream_keepalive_s,
-            client_gone,
-        )
-        encoder = ChatStreamEncoder(
-            completion_id=completion_id,
-            created=now(),
-            model=inp.model,
-            mode=mode,
-            include_usage=inp.wants_usage_chunk,
-            encode=encode_chunk,
-        )
-        body = generate_streaming_response(
-            inp,
-            sink.queue,
-            encoder,
-            first=first,
-            observer=observer,
-            keepalive_s=settings.stream_keepalive_s,
-            flush_interval_s=settings.stream_flush_interval_ms / 1000,
-            deadline_s=settings.workflow_timeout_s + STREAM_MARGIN_S,
-        )
-        return AgentStreamingResponse(body, on_close=run.close)
-    try:
-        return await _run_to_completion(inp, ctx, runner, task, request, token, observer, mode, completion_id)
-    finally:
-        ctx.slots.release()
-
-
-async def _run_to_completion(
-    inp: Input,
-    ctx: ServingContext,
-    runner: Runner,
-    task: Sequence[BaseChatMessage],
-    request: RunRequest,
-    token: CancellationToken,
-    observer: RequestObserver,
-    mode: ActivityMode,
-    completion_id: str,
-) -> dict[str, Any]:
-    events, _ = await run_to_end(runner, task, request, token, observer, f"workflow:{inp.model}")
-    try:
-        body = create_non_streaming_response(
-            events, inp.model, completion_id=completion_id, created=now(), mode=mode
-        )
-    except CoreFunctionError:
-        observer.finish("server_error")
-        raise
-    if ctx.settings.log_prompts:
-        logger.info("completion", extra={"model": inp.model, "completion": body["choices"][0]["message"]})
-    observer.finish("ok")
-    return body
+    return await serve(ChatCompletionsCall(inp, ctx), ctx, client_gone)

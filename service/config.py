@@ -10,7 +10,7 @@ from pydantic import Field, SecretStr, ValidationError, field_validator, model_v
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from service.app_state import StateKey
-from service.contract.chat import ActivityMode
+from service.contract.activity import ActivityMode
 
 _RATE_LIMIT_PATTERN = r"^\s*\d+\s*(/|per)\s*\d*\s*(second|minute|hour|day)s?\s*$"
 
@@ -44,9 +44,15 @@ class Settings(BaseSettings):
     demo_llm_token_ms: float = Field(0.0, ge=0, le=60_000)
     # Module prefixes (besides AutoGen's and the service's) that workflow files may name as providers.
     workflow_allowed_providers: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # Code-bearing workflow components, each refused at load unless its setting is on (see
+    # service/workflows/guard.py and docs/protection.md, "Workflow files are code"):
     # CodeExecutorAgent, code executors and code-execution tools run model-written code (or code found
-    # in any message, the caller's included): refused at load unless this is on.
+    # in any message, the caller's included);
     allow_code_execution: bool = False
+    # a FunctionTool's source and global_imports run in the worker when it loads;
+    allow_function_tools: bool = False
+    # a stdio MCP server's command is started as a process of the worker.
+    allow_stdio_mcp: bool = False
     # A plain model (one model call, no team) for a chat UI's titles, tags and follow-ups.
     # `auto`: listed when an upstream LLM is configured.
     direct_model: Literal["auto", "on", "off"] = "auto"
@@ -54,6 +60,14 @@ class Settings(BaseSettings):
     # Bounds on what an upstream LLM may send: one event of a stream, and a whole non-streamed answer.
     upstream_max_event_bytes: int = Field(1_048_576, ge=1024, le=1_073_741_824)
     upstream_max_body_bytes: int = Field(4_194_304, ge=1024, le=1_073_741_824)
+    # The agent runtime of the teams: `lean`, the service's (direct dispatch, no per-message
+    # serialization or telemetry; see docs/runtime.md), or `default`, AgentChat's
+    # SingleThreadedAgentRuntime. A team the lean one cannot run uses the default one (logged).
+    agent_runtime: Literal["lean", "default"] = "lean"
+    # How the chunks of an OpenAI-compatible upstream are parsed: `lean`, by pydantic's compiled
+    # validator (the SDK's own construction for a chunk off the schema), or `sdk`, by the `openai`
+    # SDK's construction alone (docs/runtime.md, "The upstream path").
+    upstream_parsing: Literal["lean", "sdk"] = "lean"
 
     # Bounds of one run
     workflow_timeout_s: float = Field(300.0, gt=0, le=86_400)
@@ -61,6 +75,14 @@ class Settings(BaseSettings):
     max_messages: int = Field(256, ge=1, le=100_000)
     max_message_chars: int = Field(100_000, ge=1, le=10_000_000)
     max_body_bytes: int = Field(1_048_576, ge=1024)
+    # Images in requests (chat `image_url` parts, Responses `input_image`): data URLs always; http(s)
+    # URLs are fetched by the service only with IMAGE_URL_FETCH on (off: the service would reach any
+    # address a caller names, internal ones included). Bounds per request: count, bytes per image
+    # (decoded), and the fetch's time. Data URLs also count against MAX_BODY_BYTES.
+    image_url_fetch: bool = False
+    max_images: int = Field(8, ge=0, le=100)
+    max_image_bytes: int = Field(5_242_880, ge=1024, le=104_857_600)
+    image_fetch_timeout_s: float = Field(10.0, gt=0, le=120)
     stream_queue_size: int = Field(256, ge=1, le=100_000)
     # Where a team's activity goes: `reasoning` (reasoning_content/reasoning, the answer alone in
     # content), `content` (the whole transcript in content) or `none`; a request may override it.
@@ -100,7 +122,8 @@ class Settings(BaseSettings):
     otel_exporter_otlp_endpoint: str | None = None
     otel_exporter_otlp_protocol: Literal["grpc", "http/protobuf"] = "grpc"
     # autogen-core's runtime traces every internal bus message (hundreds of spans per team run);
-    # off by default so the service's own span tree stays readable and cheap.
+    # off by default so the service's own span tree stays readable and cheap. On, every team runs
+    # on AgentChat's default runtime (the lean one traces nothing).
     autogen_runtime_tracing: bool = False
 
     # State of the Responses API (stored responses, conversations, saved team state):
@@ -110,9 +133,23 @@ class Settings(BaseSettings):
     state_store_uri: str = ""
     state_ttl_s: int = Field(30 * 86_400, ge=1, le=10 * 365 * 86_400)
     state_max_bytes: int = Field(8_388_608, ge=4096, le=512 * 1_048_576)
+    # A conversation's (or continued response's) run lock is a lease of this many seconds, renewed
+    # every third of it while its turn runs: a dead worker's lock is free within this time.
+    lock_lease_s: float = Field(15.0, ge=1, le=600)
 
     # Prometheus multiprocess mode (the variable prometheus_client itself reads)
     prometheus_multiproc_dir: Path | None = None
+    # `/metrics` answers only `Authorization: Bearer <METRICS_TOKEN>` when set (401 otherwise);
+    # unset, it is open (keep it off the public ingress then). See docs/observability.md.
+    metrics_token: SecretStr | None = None
+    # A worker renders its /metrics page at most once per this many seconds, one render at a time;
+    # scrapers within it share the text (reading every worker's files is the costly part).
+    metrics_cache_s: float = Field(1.0, ge=0, le=60)
+
+    @field_validator("metrics_token", mode="before")
+    @classmethod
+    def _blank_token(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
 
     @field_validator("api_keys", mode="before")
     @classmethod

@@ -1,7 +1,9 @@
 """The playground at `/` in a real headless Chromium, against the real service (gunicorn).
 
 A person, with the keyboard alone, sends a message to `demo-team`: the agents' activity shows as
-it streams, then the final answer apart from it, with time to first token and usage. A team with a
+it streams and folds when the final answer arrives, with time to first token and usage; the chat is
+a conversation of the Conversations API, back after a reload, with copy and regenerate; answers are
+Markdown, rendered and sanitized by the vendored libraries. A team with a
 tool and a handoff (a Swarm whose agents replay scripted model replies through AutoGen's own
 `ReplayChatCompletionClient`) shows the call, its arguments, its result and the handoff. Errors
 (unknown model, 401, a stream that fails, a deadline, 429) are shown in words; the API key stays in
@@ -37,7 +39,12 @@ pytestmark = pytest.mark.timeout(240)
 
 KEY = "sk-playground-test"
 ANSWER_WAIT_MS = 60_000
-PUBLIC_API = {"/v1/models", "/v1/chat/completions"}
+PUBLIC_API = {"/v1/models", "/v1/responses", "/v1/conversations"}
+MARKDOWN_ANSWER = (
+    "# Steps\n\nRun **this** with `python`:\n\n```python\nprint('hi')\n```\n\n- one\n- two\n\n"
+    "See [docs](https://example.com/docs), not [bad link](javascript:window.__pwned=3).\n\n"
+    '<script>window.__pwned = 1</script><img src="x" onerror="window.__pwned = 2">'
+)
 # Records, in DOM order, when the first activity step is added and when the answer is shown; and
 # whether the turn's stats (written once the stream has ended) were still empty at that moment.
 ORDER_PROBE = """
@@ -110,6 +117,10 @@ def _write_teams(folder: Path) -> None:
         [drafter, UserProxyAgent("approver")], termination_condition=MaxMessageTermination(4)
     )
     (folder / "ask.json").write_text(ask.dump_component().model_dump_json())
+    writer_md = AssistantAgent(
+        "formatter", model_client=ReplayChatCompletionClient([MARKDOWN_ANSWER] * 20, model_info=info)
+    )
+    (folder / "markdown.json").write_text(writer_md.dump_component().model_dump_json())
 
 
 @pytest.fixture(scope="module")
@@ -119,7 +130,9 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceProcess
     teams.mkdir()
     _write_teams(teams)
     # Tokens 15 ms apart, so the stream really is spread over time.
-    with start_service(root, WORKFLOWS_DIR=str(teams), DEMO_LLM_TOKEN_MS="15") as running:
+    with start_service(
+        root, WORKFLOWS_DIR=str(teams), DEMO_LLM_TOKEN_MS="15", ALLOW_FUNCTION_TOOLS="true"
+    ) as running:
         yield running
 
 
@@ -131,10 +144,11 @@ def keyed_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceP
 
 @pytest.fixture(scope="module")
 def strict_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceProcess]:
-    """One chat request a minute, and a deadline the embedded model (5 s to its first token) misses."""
+    """Two writes a minute (the chat's conversation, then its first response), and a deadline the
+    embedded model (5 s to its first token) misses."""
     root = tmp_path_factory.mktemp("strict")
     with start_service(
-        root, RATE_LIMIT="1/minute", WORKFLOW_TIMEOUT_S="1", DEMO_LLM_TTFT_MS="5000"
+        root, RATE_LIMIT="2/minute", WORKFLOW_TIMEOUT_S="1", DEMO_LLM_TTFT_MS="5000"
     ) as running:
         yield running
 
@@ -161,12 +175,13 @@ def open_playground(context: BrowserContext, base_url: str) -> tuple[Page, Netwo
 
 
 def chat_requests(page: Page) -> list[dict[str, Any]]:
+    """The bodies of the responses the page asks for (one per message sent)."""
     bodies: list[dict[str, Any]] = []
     page.on(
         "request",
         lambda request: (
             bodies.append(request.post_data_json)
-            if urlsplit(request.url).path == "/v1/chat/completions"
+            if urlsplit(request.url).path == "/v1/responses" and request.method == "POST"
             else None
         ),
     )
@@ -192,7 +207,8 @@ def assert_only_this_service(network: NetworkWatch, base_url: str) -> None:
     for url in network.network_requests():
         assert url.startswith(base_url + "/"), url
         path = urlsplit(url).path
-        assert path in PUBLIC_API or path == "/" or path.startswith("/static/"), url
+        public = path in PUBLIC_API or path.startswith("/v1/conversations/")
+        assert public or path == "/" or path.startswith("/static/"), url
     assert network.console_errors == []
 
 
@@ -202,7 +218,7 @@ def test_a_person_chats_with_demo_team_using_the_keyboard(
     page, network = open_playground(context, service.base_url)
     bodies = chat_requests(page)
     expect(page.locator("#model")).to_have_value("demo-team")
-    expect(page.locator("#status")).to_have_text("6 teams available.")
+    expect(page.locator("#status")).to_have_text("7 teams available.")
 
     # Tab from the top of the page to the message box: the controls come in reading order, and the
     # focused one is outlined.
@@ -226,13 +242,15 @@ def test_a_person_chats_with_demo_team_using_the_keyboard(
 
     assert page.evaluate("window.__order") == ["activity", "answer"]
     assert page.evaluate("window.__activityWhileStreaming") is True
-    agents = turn.locator(".step .agent").all_inner_texts()
+    agents = turn.locator(".step .agent").all_text_contents()
     assert {"planner", "writer"} <= set(agents), agents
-    activity = turn.locator(".activity").inner_text()
+    activity = turn.locator(".activity").text_content() or ""
     assert "Plan for" in activity and "Draft:" in activity
+    # The answer arrived: the activity folded, one click away.
+    assert turn.locator(".activity").evaluate("(node) => node.open") is False
     answer = turn.locator(".answer")
     expect(answer.locator("h3")).to_have_text("Final answer from reviewer")
-    answer_text = answer.locator(".answer-text").inner_text()
+    answer_text = answer.locator(".answer-text").inner_text().strip()
     assert answer_text.startswith("Review: the draft answers"), answer_text
     assert "Plan for" not in answer_text and "**" not in answer_text and "TERMINATE" not in answer_text
     stats = turn.locator(".stats").inner_text()
@@ -242,18 +260,93 @@ def test_a_person_chats_with_demo_team_using_the_keyboard(
     expect(page.locator("#message")).to_be_focused()
     screenshot(page, "playground-demo-team")
 
-    # The next message carries the conversation: the question and the final answer only.
+    # The next message continues the conversation on the service: the new question only.
     page.keyboard.type("And in one line?")
     page.keyboard.press("Enter")
     wait_done(page)
     expect(page.locator("article.turn")).to_have_count(2)
     first, second = bodies
-    assert first["stream"] is True and first["stream_options"] == {"include_usage": True}
-    assert second["messages"] == [
-        {"role": "user", "content": "What is AutoGen?"},
-        {"role": "assistant", "content": answer_text},
-        {"role": "user", "content": "And in one line?"},
+    conversation = first["conversation"]
+    assert conversation.startswith("conv_")
+    assert first == {
+        "model": "demo-team",
+        "input": "What is AutoGen?",
+        "conversation": conversation,
+        "stream": True,
+    }
+    assert second == {
+        "model": "demo-team",
+        "input": "And in one line?",
+        "conversation": conversation,
+        "stream": True,
+    }
+    second_answer = last_turn(page).locator(".answer-text").inner_text().strip()
+
+    # A reload brings the chat back from the service, activity folded, and lists it.
+    page.reload()
+    expect(page.locator("article.turn")).to_have_count(2)
+    restored = page.locator("article.turn")
+    expect(restored.first.locator(".message.user .text")).to_have_text("What is AutoGen?")
+    expect(restored.first.locator(".answer-text")).to_have_text(answer_text)
+    expect(restored.last.locator(".answer-text")).to_have_text(second_answer)
+    assert "Plan for" in (restored.first.locator(".activity").text_content() or "")
+    assert restored.first.locator(".activity").evaluate("(node) => node.open") is False
+    entry = page.locator(".open-conversation")
+    expect(entry).to_have_count(1)
+    expect(entry).to_contain_text("What is AutoGen?")
+    expect(entry).to_have_attribute("aria-current", "true")
+    stored = page.evaluate("JSON.parse(localStorage.getItem('autogen-playground.conversations'))")
+    assert [item["id"] for item in stored] == [conversation] and stored[0]["model"] == "demo-team"
+
+    # Copy puts the answer's text on the clipboard.
+    context.grant_permissions(["clipboard-read", "clipboard-write"])
+    restored.last.locator("button.copy").click()
+    expect(restored.last.locator("button.copy")).to_have_text("Copied")
+    assert page.evaluate("navigator.clipboard.readText()") == second_answer
+
+    # Regenerate: only on the last answer; the conversation is forked before its question, the
+    # question asked again there, and the old conversation deleted.
+    expect(restored.first.locator("button.regenerate")).to_be_hidden()
+    restored.last.locator("button.regenerate").click()
+    wait_done(page)
+    expect(page.locator("article.turn")).to_have_count(2)
+    regenerated = bodies[-1]
+    assert regenerated["input"] == "And in one line?" and regenerated["conversation"] != conversation
+    items = httpx.get(f"{service.base_url}/v1/conversations/{regenerated['conversation']}/items?order=asc")
+    texts = [
+        part["text"] for item in items.json()["data"] if item["type"] == "message" for part in item["content"]
     ]
+    assert texts[:3] == ["What is AutoGen?", answer_text, "And in one line?"], texts
+    assert httpx.get(f"{service.base_url}/v1/conversations/{conversation}").status_code == 404
+    expect(page.locator(".open-conversation")).to_have_count(1)
+    screenshot(page, "playground-restored-and-regenerated")
+    assert_only_this_service(network, service.base_url)
+
+
+def test_answers_are_markdown_rendered_and_sanitized(
+    context: BrowserContext, service: ServiceProcess
+) -> None:
+    page, network = open_playground(context, service.base_url)
+    page.locator("#model").select_option("markdown")
+    send(page, "How do I run it?")
+    wait_done(page)
+    answer = last_turn(page).locator(".answer-text")
+    expect(answer.locator("h1")).to_have_text("Steps")
+    expect(answer.locator("strong")).to_have_text("this")
+    expect(answer.locator("pre code")).to_have_text("print('hi')")
+    expect(answer.locator("li")).to_have_count(2)
+    assert answer.locator("script, img, [onerror]").count() == 0
+    expect(answer).to_contain_text('<img src="x" onerror=')  # HTML in an answer is shown as text
+    links = answer.locator("a").evaluate_all(
+        "(nodes) => nodes.map((a) => [a.textContent, a.getAttribute('href'), a.rel])"
+    )
+    assert ["docs", "https://example.com/docs", "noopener noreferrer"] in links, links
+    assert all(not (href or "").startswith("javascript:") for _, href, _ in links), links
+    assert page.evaluate("window.__pwned") is None
+    # The libraries came from the service itself.
+    scripts = page.evaluate("[...document.scripts].map((s) => new URL(s.src).pathname)")
+    assert scripts == ["/static/lib/marked.umd.js", "/static/lib/purify.min.js", "/static/playground.js"]
+    screenshot(page, "playground-markdown")
     assert_only_this_service(network, service.base_url)
 
 
@@ -268,7 +361,7 @@ def test_tool_calls_and_handoffs_appear_in_the_activity(
 
     tool = turn.locator(".tool").first
     expect(tool.locator(".tool-name")).to_have_text("get_weather")
-    assert json.loads(tool.locator(".tool-args").inner_text()) == {"city": "Paris"}
+    assert json.loads(tool.locator(".tool-args").text_content() or "") == {"city": "Paris"}
     expect(tool.locator(".tool-result")).to_contain_text("Result")
     expect(tool.locator(".tool-result")).to_contain_text("Sunny and 21 C in Paris.")
     expect(turn.locator(".handoff")).to_contain_text("to writer")
@@ -300,11 +393,7 @@ def test_a_team_that_asks_a_person_waits_for_the_reply(
 
     send(page, "Approved.")  # the reply continues the conversation
     wait_done(page)
-    assert bodies[1]["messages"] == [
-        {"role": "user", "content": "Draft a note to the team"},
-        {"role": "assistant", "content": question},
-        {"role": "user", "content": "Approved."},
-    ]
+    assert bodies[1]["input"] == "Approved." and bodies[1]["conversation"] == bodies[0]["conversation"]
     assert_only_this_service(network, service.base_url)
 
 
@@ -355,9 +444,7 @@ def test_escape_stops_the_team_and_the_service_cancels_its_run(
         "Stopped: the team's run was cancelled before it finished."
     )
     expect(page.locator("#message")).to_be_focused()
-    cancelled = (
-        'autogen_requests_total{api="chat_completions",model="slow",outcome="cancelled",stream="true"} 1.0'
-    )
+    cancelled = 'autogen_requests_total{api="responses",model="slow",outcome="cancelled",stream="true"} 1.0'
     deadline = time.monotonic() + 30
     while cancelled not in (metrics := httpx.get(f"{service.base_url}/metrics").text):
         assert time.monotonic() < deadline, [line for line in metrics.splitlines() if "slow" in line]
@@ -394,13 +481,14 @@ def test_the_api_key_is_asked_for_and_kept_in_the_tab_only(
     send(page, "What is AutoGen?")
     wait_done(page)
     expect(last_turn(page).locator(".answer-text")).to_contain_text("Review:")
-    assert headers == [f"Bearer {KEY}"]
+    assert headers and set(headers) == {f"Bearer {KEY}"}  # the conversation, then the response
 
     storage = page.evaluate(
-        "({session: {...sessionStorage}, local: localStorage.length, cookie: document.cookie})"
+        "({session: {...sessionStorage}, local: {...localStorage}, cookie: document.cookie})"
     )
     assert storage["session"]["autogen-playground.api-key"] == KEY
-    assert storage["local"] == 0 and storage["cookie"] == ""
+    # localStorage holds the list of conversations (ids, titles, models), never the key.
+    assert storage["cookie"] == "" and KEY not in json.dumps(storage["local"])
     page.reload()
     expect(page.locator("#api-key")).to_have_value(KEY)  # the same tab keeps it
     expect(page.locator("#model")).to_have_value("demo-team")
@@ -456,7 +544,24 @@ def test_the_page_fits_a_narrow_screen(browser: Browser, service: ServiceProcess
         for control in ("#model", "#api-key", "#message", "#send", "#stop", "#new-chat"):
             box = page.locator(control).bounding_box()
             assert box is not None and box["x"] >= 0 and box["x"] + box["width"] <= 360, (control, box)
-        screenshot(page, "playground-360px")
+        # A longer chat: the message box and Send stay on screen wherever the page is scrolled.
+        send(page, "And the next step?")
+        wait_done(page)
+        for scroll in (
+            "0",
+            "document.documentElement.scrollHeight / 2",
+            "document.documentElement.scrollHeight",
+        ):
+            page.evaluate(f"window.scrollTo(0, {scroll})")
+            for control in ("#message", "#send"):
+                box = page.locator(control).bounding_box()
+                assert box is not None and box["y"] >= 0 and box["y"] + box["height"] <= 740, (
+                    scroll,
+                    control,
+                    box,
+                )
+        assert page.evaluate("document.documentElement.scrollHeight") > 740  # it did scroll
+        page.screenshot(path=screenshot(page, "playground-360px"))  # the viewport as a phone shows it
         assert_only_this_service(network, service.base_url)
     finally:
         context.close()

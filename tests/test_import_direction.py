@@ -6,6 +6,7 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
+from service.contract.protocols import API_NAMES
 from tests.helpers.server import REPO_ROOT
 
 SERVICE = REPO_ROOT / "service"
@@ -23,7 +24,7 @@ ALLOWED: dict[str, set[str]] = {
     "runs": {"observability"},
     "workflows": {"runs", "observability", "config"},
     "encoders": {"contract", "runs"},
-    "state": {"config", "protection"},
+    "state": {"config", "observability"},
     "serving": {
         "contract",
         "config",
@@ -34,7 +35,7 @@ ALLOWED: dict[str, set[str]] = {
         "encoders",
         "state",
     },
-    "autogen_server": {"contract", "config", "observability", "runs", "serving", "encoders"},
+    "autogen_server": {"contract", "config", "observability", "runs", "serving", "encoders", "workflows"},
     "api": {
         "contract",
         "config",
@@ -95,3 +96,33 @@ def test_the_check_sees_a_violation(tmp_path: Path) -> None:
     planted = tmp_path / "bad.py"
     planted.write_text("from service.api.routes import chat\nimport service.runs.events\n")
     assert imported_parts(planted) == {"api", "runs"}
+
+
+def _imported_modules(path: Path) -> set[str]:
+    modules = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            modules.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            modules.add(node.module)
+            modules.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return modules
+
+
+def test_routes_import_no_other_route_module() -> None:
+    """Shared guards and dependencies live in `service/api/deps.py`, not in a route module."""
+    routes = SERVICE / "api" / "routes"
+    for path in sorted(routes.glob("*.py")):
+        others = {
+            f"service.api.routes.{other.stem}" for other in routes.glob("*.py") if other.stem != path.stem
+        }
+        assert not _imported_modules(path) & others, f"{path.name} imports another route module"
+
+
+def test_an_encoder_imports_no_other_protocols_encoder() -> None:
+    """What encoders share (the activity modes, the no-answer text) sits in a neutral module."""
+    encoders = SERVICE / "encoders"
+    protocol_encoders = set(API_NAMES)  # one encoder module per protocol, named after it
+    for path in sorted(encoders.glob("*.py")):
+        others = {f"service.encoders.{name}" for name in protocol_encoders - {path.stem}}
+        assert not _imported_modules(path) & others, f"{path.name} imports another protocol's encoder"

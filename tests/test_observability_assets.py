@@ -4,6 +4,7 @@ real Prometheus server against a scrape target."""
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
@@ -18,6 +19,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, star
 from yamllint import linter
 from yamllint.config import YamlLintConfig
 
+from service.contract.protocols import API_NAMES
 from service.observability.metrics import ServiceMetrics
 from tests.helpers.observability import (
     CONTRACT_FILE,
@@ -78,6 +80,7 @@ GRAFANA_SUBSTITUTIONS = {
     "$__range": "1m",
     "$job": ".*",
     "$model": ".*",
+    "$api": ".*",
 }
 MODEL_LABELLED = {
     "autogen_requests_total",
@@ -434,8 +437,8 @@ class FakeService:
     def tick(self) -> None:
         metrics = self.metrics
         for outcome in ("ok", "client_error", "server_error", "rate_limited", "cancelled", "timeout"):
-            for api in ("chat_completions", "responses"):
-                observer = metrics.request("demo-team", stream=True, api=api)  # type: ignore[arg-type]
+            for api in API_NAMES:
+                observer = metrics.request("demo-team", stream=True, api=api)
                 observer.first_content()
                 observer.finish(outcome)  # type: ignore[arg-type]
         for function in ("handle_response", "generate_streaming_response"):
@@ -510,3 +513,20 @@ def test_recording_rules_evaluate(prometheus_against_fake_service: tuple[str, st
     ratio = wait_for_query(base_url, "job_model:autogen_requests_errors:ratio_rate5m")
     # server_error + timeout = 2 of the 6 outcomes incremented at the same pace.
     assert float(ratio[0]["value"][1]) == pytest.approx(1 / 3, rel=0.05)
+
+
+def test_dashboard_api_variable_reads_the_registered_protocols_from_the_metric(
+    dashboard: dict[str, Any],
+) -> None:
+    """A new protocol shows up in the dashboard by its `api` label alone: the variable's values
+    come from the metric, and no panel names an API."""
+    variables = {variable["name"]: variable for variable in dashboard["templating"]["list"]}
+    api = variables["api"]
+    assert api["type"] == "query" and "label_values(autogen_requests_total" in api["definition"]
+    assert api["options"] == [] and api["includeAll"]
+    text = json.dumps(dashboard["panels"])
+    for name in API_NAMES:
+        assert f'api=\\"{name}\\"' not in text and f"`{name}`" not in text
+    for expr in dashboard_panel_expressions(dashboard):
+        if "autogen_requests_total{" in expr and 'model=~"$model"' in expr:
+            assert 'api=~"$api"' in expr, expr

@@ -18,6 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from service.contract.protocols import API_NAMES
 from service.observability.metrics import ERROR_FUNCTIONS, REJECT_REASONS
 from tests.helpers.observability import contract_metrics, exposed_metric_names
 from tests.helpers.probes import worker_pids
@@ -68,7 +69,7 @@ def test_every_metric_family_and_known_label_set_is_exposed_from_the_start(tmp_p
     for function in ERROR_FUNCTIONS:
         assert f'autogen_errors_total{{function="{function}"}} 0.0' in page
     for model in ("echo", "demo-team", "unknown"):
-        for api in ("chat_completions", "responses"):
+        for api in API_NAMES:
             labels = f'api="{api}",model="{model}",outcome="server_error",stream="true"'
             assert f"autogen_requests_total{{{labels}}} 0.0" in page
     for operation in ("load", "save"):

@@ -7,7 +7,8 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
-from collections.abc import AsyncIterator, Callable
+import zlib
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ from service.state import decode_state, open_state_store
 from service.workflows.demo_client import DemoChatCompletionClient
 from service.workflows.registry import WorkflowRegistry
 from tests.helpers.app import make_settings, running_app
+from tests.helpers.redis_server import RedisServer, requires_redis
 from tests.helpers.server import free_port
 
 QUESTION = "What is AutoGen?"
@@ -203,7 +205,7 @@ async def test_instructions_reach_the_team_once_unless_they_change(
     finally:
         await store.close()
     assert data is not None
-    history = decode_state(data)["history"]
+    history = decode_state(data, 10_000_000)["history"]
     assert [m["content"] for m in history if m["type"] == "SystemMessage"] == ["Be brief.", "Be thorough."]
     assert sum(1 for m in history if m["type"] == "UserMessage") == 3
 
@@ -455,7 +457,7 @@ async def test_one_turn_at_a_time_per_conversation(http: httpx.AsyncClient) -> N
         (
             {"model": "echo", "input": [{"type": "function_call_output", "call_id": "c", "output": "x"}]},
             400,
-            "message items",
+            "`message` items",
         ),
         (
             {
@@ -463,7 +465,7 @@ async def test_one_turn_at_a_time_per_conversation(http: httpx.AsyncClient) -> N
                 "input": [{"role": "user", "content": [{"type": "input_image", "image_url": "x"}]}],
             },
             400,
-            "input_image",
+            "cannot see images",
         ),
         ({"model": "echo", "input": "x", "previous_response_id": "resp_missing"}, 404, "never existed"),
         ({"model": "echo", "input": "x", "conversation": {"id": "conv_missing"}}, 404, "never existed"),
@@ -609,3 +611,56 @@ async def test_stored_objects_answer_503_while_the_state_store_cannot_be_reached
             "/v1/chat/completions", json={"model": "echo", "messages": [{"role": "user", "content": "hi"}]}
         )
         assert chat.status_code == 200
+
+
+@pytest.mark.parametrize(
+    "stored",
+    [
+        b"garbage",
+        b"z1" + b"not zlib",
+        b"z1" + zlib.compress(b'["a JSON list"]'),
+        b"z1" + zlib.compress(b'{"a":' * 50_000 + b"1" + b"}" * 50_000),
+        b"z1" + zlib.compress(b'{"history":"' + b"x" * 20_000_000 + b'"}', 9),
+    ],
+    ids=["garbage", "bad-zlib", "json-list", "deep-nesting", "zlib-bomb"],
+)
+@pytest.mark.parametrize("backend", ["sqlite", pytest.param("redis", marks=requires_redis)])
+async def test_corrupt_saved_state_is_a_409_never_a_500(
+    tmp_path: Path, request: pytest.FixtureRequest, backend: str, stored: bytes
+) -> None:
+    overrides: dict[str, Any] = {"direct_model": "on", "state_max_bytes": 1_000_000}
+    if backend == "redis":
+        overrides["state_store_uri"] = request.getfixturevalue("redis_url")
+    async with service(tmp_path, **overrides) as http:
+        client = sdk(http)
+        conversation = await client.conversations.create()
+        await client.responses.create(model="direct", input="one", conversation=conversation.id)
+        first = await client.responses.create(model="direct", input="alone")
+        uri = overrides.get("state_store_uri") or f"sqlite:///{tmp_path / 'data' / 'state.sqlite3'}"
+        store = await open_state_store(uri, 60)
+        try:
+            for key in (conversation.id, first.id):  # overwrite the saved states in place
+                if backend == "redis":
+                    await store.client.set(f"autogen:state:state:{key}", stored)  # type: ignore[attr-defined]
+                else:
+                    await store._call(  # type: ignore[attr-defined]
+                        lambda key=key: store.db.execute(  # type: ignore[attr-defined]
+                            "UPDATE states SET data = ? WHERE id = ?", (stored, key)
+                        )
+                    )
+        finally:
+            await store.close()
+        for continuation in ({"conversation": conversation.id}, {"previous_response_id": first.id}):
+            with pytest.raises(openai.ConflictError) as caught:
+                await client.responses.create(model="direct", input="two", **continuation)
+            assert caught.value.code == "state_incompatible"
+        # The conversation's lock was released: a new conversation still works.
+        fresh = await client.conversations.create()
+        ok = await client.responses.create(model="direct", input="one", conversation=fresh.id)
+        assert ok.status == "completed"
+
+
+@pytest.fixture(scope="module")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    with RedisServer(tmp_path_factory.mktemp("redis")) as server:
+        yield server.url

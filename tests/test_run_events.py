@@ -44,11 +44,14 @@ from service.runs.events import (
     Handoff,
     InputRequested,
     MemoryQueried,
+    ModelUsage,
     RunEvent,
     RunStarted,
     SpeakerSelected,
     TextDelta,
     Thought,
+    ThoughtDelta,
+    ThoughtEnded,
     ToolCallRequested,
     ToolResult,
 )
@@ -116,7 +119,8 @@ def test_every_agentchat_type_is_in_the_samples() -> None:
 @pytest.mark.parametrize("name", sorted(SAMPLES))
 def test_every_agentchat_type_maps_onto_a_run_event(name: str) -> None:
     message, expected = SAMPLES[name]
-    events = AgentChatTranslator(members=frozenset({"a", "b"})).message(message)
+    translator = AgentChatTranslator(members=frozenset({"a", "b"}))
+    events = translator.message(message) + translator.close_turns()  # nothing held back
     assert any(isinstance(event, expected) for event in events), events
 
 
@@ -210,3 +214,163 @@ def test_activity_pieces_carry_the_structured_event() -> None:
         "tool": "get_weather",
         "arguments": '{"city": "Paris"}',
     }
+
+
+R1_OUTPUT = "<think>SECRET-CHAIN the user wants 3+4.</think>The answer is 7."
+
+
+def run_tokens(translator: AgentChatTranslator, agent: str, tokens: list[str]) -> list[RunEvent]:
+    """A streamed model call of `agent`: its tokens, then its end (usage)."""
+    events: list[RunEvent] = []
+    for token in tokens:
+        events += translator.token(agent, token)
+    events += translator.model_call(agent, "m", 1, len(tokens), "stop")
+    return events
+
+
+def texts(events: list[RunEvent], kind: type) -> str:
+    return "".join(event.text for event in events if isinstance(event, kind))
+
+
+@pytest.mark.parametrize("cut", range(1, len(R1_OUTPUT)))
+def test_streamed_reasoning_is_a_thought_however_the_tokens_split(cut: int) -> None:
+    translator = AgentChatTranslator(members=frozenset({"r1"}), live_answer_agent="r1")
+    events = run_tokens(translator, "r1", [R1_OUTPUT[:cut], R1_OUTPUT[cut:]])
+    # What AgentChat then reports of the call: the thought, then the message without it.
+    events += translator.message(ThoughtEvent(source="r1", content="SECRET-CHAIN the user wants 3+4."))
+    events += translator.message(TextMessage(source="r1", content="The answer is 7."))
+    events += translator.finish()
+    assert texts(events, TextDelta) == "The answer is 7."
+    assert texts(events, ThoughtDelta) == "SECRET-CHAIN the user wants 3+4."
+    assert [type(event) for event in events].count(ThoughtEnded) == 1
+    assert not any(isinstance(event, Thought) for event in events)
+    assert translator.final_answer() == FinalAnswer("r1", "The answer is 7.")
+
+
+def test_upstream_reasoning_content_as_agentchat_hands_it_on_is_a_thought() -> None:
+    # AgentChat's OpenAI client turns `reasoning_content` deltas into `<think>` + deltas + `</think>`.
+    translator = AgentChatTranslator(members=frozenset({"r1"}), live_answer_agent="r1")
+    tokens = ["<think>SECRET-CHAIN", " the user", " wants 3+4.", "</think>", "The answer", " is 7."]
+    events = run_tokens(translator, "r1", tokens)
+    events += translator.message(ThoughtEvent(source="r1", content="SECRET-CHAIN the user wants 3+4."))
+    events += translator.message(TextMessage(source="r1", content="The answer is 7."))
+    assert texts(events, TextDelta) == "The answer is 7."
+    assert texts(events, ThoughtDelta) == "SECRET-CHAIN the user wants 3+4."
+
+
+def test_reasoning_left_in_a_whole_message_is_a_thought() -> None:
+    translator = AgentChatTranslator(members=frozenset({"a"}))
+    events = translator.message(TextMessage(source="a", content=R1_OUTPUT)) + translator.close_turns()
+    assert [(type(event), getattr(event, "text", None)) for event in events] == [
+        (AgentTurnStarted, None),
+        (Thought, "SECRET-CHAIN the user wants 3+4."),
+        (TextDelta, "The answer is 7."),
+        (AgentTurnEnded, None),
+    ]
+    assert translator.final_answer() == FinalAnswer("a", "The answer is 7.")
+
+
+def test_a_call_cut_while_thinking_has_no_answer_text() -> None:
+    translator = AgentChatTranslator(members=frozenset({"r1"}), live_answer_agent="r1")
+    events = run_tokens(translator, "r1", ["<think>still", " thinking"])
+    assert texts(events, ThoughtDelta) == "still thinking"
+    assert ThoughtEnded("r1") in events and not texts(events, TextDelta)
+
+
+@pytest.mark.parametrize("mode", ["reasoning", "content", "none"])
+def test_a_streamed_thought_reads_as_a_whole_one(mode: str) -> None:
+    start = RunStarted("r", "solo", ("r1",), live_answer_agent="r1")
+    streamed: list[RunEvent] = [start, AgentTurnStarted("r1"), ThoughtDelta("r1", "Hmm,")]
+    streamed += [
+        ThoughtDelta("r1", " 7."),
+        ThoughtEnded("r1"),
+        TextDelta("r1", "7"),
+        AgentTurnEnded("r1"),
+        FinalAnswer("r1", "7"),
+    ]
+    whole: list[RunEvent] = [start, AgentTurnStarted("r1"), Thought("r1", "Hmm, 7."), TextDelta("r1", "7")]
+    whole += [AgentTurnEnded("r1"), FinalAnswer("r1", "7")]
+    assert transcript(streamed, mode) == transcript(whole, mode)
+
+
+@pytest.mark.parametrize("target", ["manager", "billing"])
+def test_a_run_that_ends_at_a_handoff_answers_with_the_text_beside_it(target: str) -> None:
+    translator = AgentChatTranslator(members=frozenset({"clerk", "billing"}))
+    translator.message(TextMessage(source="clerk", content="An earlier reply."))
+    translator.message(ThoughtEvent(source="clerk", content="This needs a manager."))
+    translator.message(HandoffMessage(source="clerk", target=target, content="Transferred."))
+    assert translator.final_answer() == FinalAnswer("clerk", "This needs a manager.")
+
+
+def test_a_silent_handoff_out_of_the_team_answers_with_its_message() -> None:
+    translator = AgentChatTranslator(members=frozenset({"clerk"}))
+    translator.message(HandoffMessage(source="clerk", target="manager", content="Over to a manager."))
+    assert translator.final_answer() == FinalAnswer("clerk", "Over to a manager.")
+
+
+def shown(events: list[RunEvent]) -> list[tuple[str, str]]:
+    """What the events show: (type, agent or text) in order, model usage left out."""
+    return [
+        (type(event).__name__, getattr(event, "text", None) or getattr(event, "agent", ""))
+        for event in events
+        if not isinstance(event, ModelUsage)
+    ]
+
+
+def test_a_tool_agents_answer_is_left_out_of_the_activity() -> None:
+    translator = AgentChatTranslator(members=frozenset({"a"}))  # tools: no live answer agent
+    events = translator.call_started() + run_tokens(translator, "a", ["Let me ", "look that up."])
+    events += translator.message(ThoughtEvent(source="a", content="Let me look that up."))
+    events += translator.message(ToolCallRequestEvent(source="a", content=[CALL]))
+    events += translator.message(ToolCallExecutionEvent(source="a", content=[RESULT]))
+    events += translator.call_started() + run_tokens(translator, "a", ["It is ", "sunny."])
+    events += translator.message(TextMessage(source="a", content="It is sunny."))
+    events += translator.finish()
+    assert shown(events) == [
+        ("AgentTurnStarted", "a"),
+        ("TextDelta", "Let me look that up."),  # held back until the tool call showed it is not
+        ("ToolCallRequested", "a"),
+        ("ToolResult", "a"),
+        ("AgentTurnEnded", "a"),
+        ("FinalAnswer", "It is sunny."),
+    ]
+
+
+def test_held_text_joins_the_activity_when_the_next_model_call_starts() -> None:
+    translator = AgentChatTranslator(members=frozenset({"a", "b"}))
+    events = run_tokens(translator, "a", ["A draft."])
+    events += translator.message(TextMessage(source="a", content="A draft."))
+    assert shown(events) == [("AgentTurnStarted", "a")]
+    events = translator.call_started()
+    assert shown(events) == [("TextDelta", "A draft."), ("AgentTurnEnded", "a")]
+    events = run_tokens(translator, "b", ["Final."])
+    events += translator.message(TextMessage(source="b", content="Final."))
+    events += translator.finish()
+    assert shown(events) == [("AgentTurnStarted", "b"), ("AgentTurnEnded", "b"), ("FinalAnswer", "Final.")]
+
+
+def test_the_text_beside_a_final_handoff_is_the_answer_not_activity() -> None:
+    translator = AgentChatTranslator(members=frozenset({"clerk"}))
+    events = translator.message(ThoughtEvent(source="clerk", content="This needs a manager."))
+    events += translator.message(HandoffMessage(source="clerk", target="manager", content="Transferred."))
+    events += translator.finish()
+    assert shown(events) == [
+        ("AgentTurnStarted", "clerk"),
+        ("Handoff", "Transferred."),
+        ("AgentTurnEnded", "clerk"),
+        ("FinalAnswer", "This needs a manager."),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("mode", "answer", "activity"),
+    [
+        ("reasoning", "Final.", "**a:** A draft.\n\n**b:** gives the answer.\n"),
+        ("content", "**a:** A draft.\n\n**b:** Final.", ""),
+    ],
+)
+def test_a_turn_that_only_gave_the_answer_says_so(mode: str, answer: str, activity: str) -> None:
+    events: list[RunEvent] = [RunStarted("r", "team", ("a", "b")), AgentTurnStarted("a")]
+    events += [TextDelta("a", "A draft."), AgentTurnEnded("a"), AgentTurnStarted("b"), AgentTurnEnded("b")]
+    events += [FinalAnswer("b", "Final.")]
+    assert transcript(events, mode) == (answer, activity)

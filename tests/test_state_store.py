@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import time
+import zlib
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from service.state import (
     ConversationTurn,
     PendingInput,
     ResponseRecord,
+    StateCorrupt,
     StateStore,
     StateStoreUnavailable,
     StateTooLarge,
@@ -85,7 +87,7 @@ async def test_a_response_and_its_state_round_trip_and_are_deleted_together(stor
     record = await store.get_response("resp_1")
     assert record == response("resp_1")
     loaded = await store.load_state("resp_1")
-    assert loaded is not None and decode_state(loaded) == {"planner": {"messages": ["hello"]}}
+    assert loaded is not None and decode_state(loaded, 10_000) == {"planner": {"messages": ["hello"]}}
     assert await store.delete_response("resp_1")
     assert await store.get_response("resp_1") is None and await store.load_state("resp_1") is None
     assert not await store.delete_response("resp_1")
@@ -136,7 +138,7 @@ async def test_a_turn_appends_moves_the_head_and_replaces_the_state(store: State
     assert conversation is not None and conversation.items == 5
     assert conversation.run == ConversationRun(model="demo-team", seen=5, turns=2, instructions="i")
     loaded = await store.load_state("conv_2")
-    assert loaded is not None and decode_state(loaded) == {"turn": 2}
+    assert loaded is not None and decode_state(loaded, 10_000) == {"turn": 2}
     # A response of a conversation keeps no state of its own: the conversation holds it.
     assert await store.load_state("resp_c2") is None and await store.get_response("resp_c2") is not None
     listed = await store.list_items("conv_2", after=None, limit=10, order="asc")
@@ -212,8 +214,76 @@ def test_the_size_bound_is_on_the_states_json() -> None:
     with pytest.raises(StateTooLarge) as caught:
         encode_state(state, 4096)
     assert caught.value.size == size and caught.value.limit == 4096
-    with pytest.raises(ValueError, match="format"):
-        decode_state(b"{}")
+    with pytest.raises(StateCorrupt, match="format"):
+        decode_state(b"{}", 6000)
+
+
+@pytest.mark.parametrize(
+    ("stored", "reason"),
+    [
+        (b"garbage", "format"),
+        (b"z1" + b"not zlib at all", "zlib"),
+        (b"z1" + zlib.compress(b'["a", "list"]'), "JSON object"),
+        (b"z1" + zlib.compress(b"{not json"), "JSON"),
+        (b"z1" + zlib.compress(b'{"a":' * 100_000 + b"1" + b"}" * 100_000), "JSON"),
+        (b"z1" + zlib.compress(b'{"a":1}')[:-3], "truncated"),
+        # A zlib bomb: 194 KB that inflate to 200 MB; decompression stops at the bound.
+        (b"z1" + zlib.compress(b'{"a":"' + b"x" * 200_000_000 + b'"}', 9), "inflates past"),
+    ],
+    ids=["garbage", "bad-zlib", "json-list", "not-json", "deep-nesting", "truncated", "zlib-bomb"],
+)
+def test_corrupt_or_oversized_stored_state_is_refused_not_inflated(stored: bytes, reason: str) -> None:
+    started = time.perf_counter()
+    with pytest.raises(StateCorrupt, match=reason):
+        decode_state(stored, 8 * 1024 * 1024)
+    assert time.perf_counter() - started < 5  # bounded work (6.5 s and 200 MB before)
+
+
+async def test_a_lease_is_renewed_only_by_its_holder_and_frees_when_not_renewed(store: StateStore) -> None:
+    assert await store.try_lock("conv:lease", "holder", 0.6)
+    for _ in range(3):  # renewed past its first expiry
+        await asyncio.sleep(0.3)
+        assert await store.renew_lock("conv:lease", "holder", 0.6)
+    assert not await store.try_lock("conv:lease", "other", 30)
+    assert not await store.renew_lock("conv:lease", "other", 30)  # not its holder
+    deadline = time.monotonic() + 5
+    while not await store.try_lock("conv:lease", "next", 30):  # the holder stopped renewing
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.1)
+    assert not await store.renew_lock("conv:lease", "holder", 30)  # lost: it may not take it back
+
+
+async def test_a_turn_start_renews_its_conversation(store: StateStore) -> None:
+    await store.create_conversation(ConversationRecord(id="conv_r", owner="o", created_at=1), [message(0)])
+    assert await store.renew_conversation("conv_r")
+    assert not await store.renew_conversation("conv_missing")
+    assert await store.delete_conversation("conv_r")
+    assert not await store.renew_conversation("conv_r")
+
+
+async def test_desc_pages_after_the_oldest_item_are_empty(store: StateStore) -> None:
+    await store.create_conversation(
+        ConversationRecord(id="conv_p", owner="o", created_at=1), [message(index) for index in range(3)]
+    )
+    assert await store.list_items("conv_p", after="msg_0", limit=2, order="desc") == ([], False)
+    assert await store.list_items("conv_p", after="msg_2", limit=5, order="asc") == ([], False)
+
+
+@requires_redis
+async def test_every_redis_key_of_a_conversation_created_with_items_expires(redis_url: str) -> None:
+    store = await open_state_store(redis_url, 60)
+    try:
+        await store.create_conversation(
+            ConversationRecord(id="conv_ttl", owner="o", created_at=1), [message(0), message(1)]
+        )
+        client = store.client  # type: ignore[attr-defined]
+        keys = await client.keys("autogen:state:*conv_ttl")
+        assert {key.decode().split(":")[2] for key in keys} == {"conv", "items", "index"}
+        for key in keys:
+            assert 0 < await client.ttl(key) <= 60, key
+    finally:
+        await client.flushdb()
+        await store.close()
 
 
 async def test_expired_rows_are_purged_from_the_sqlite_file(tmp_path: Path) -> None:

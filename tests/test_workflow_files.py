@@ -26,11 +26,13 @@ from autogen_ext.tools.mcp import McpWorkbench, StdioServerParams
 
 from loadtests.scripted_llm import Reply, ScriptedLLMThread, ToolCall, rule, start_scripted_llm_thread
 from service.app import create_app
+from service.observability.logging import ServiceJsonFormatter
 from service.workflows.mcp import SharedMcpWorkbench
 from service.workflows.registry import WorkflowRegistry
 from service.workflows.shared import get as shared_instance
 from tests.conformance.shapes import MCP_SERVER, client_for
 from tests.helpers.app import make_settings, running_app
+from tests.helpers.server import REPO_ROOT
 
 QUESTION = [{"role": "user", "content": "How do I TERMINATE a process on Linux?"}]
 
@@ -117,6 +119,133 @@ def test_code_execution_is_refused_at_load_unless_enabled(tmp_path: Path, llm: S
     assert enabled.register_component("coding", team.dump_component()).agent_names == ("coder", "executor")
 
 
+def planted_tool(marker: Path, top_level: str = "") -> dict[str, Any]:
+    """A FunctionTool whose `global_imports` and top-level source leave a mark when they run."""
+    tool = FunctionTool(noop, description="no-op").dump_component().model_dump(mode="json")
+    tool["config"]["global_imports"] = ["pathlib"]
+    tool["config"]["source_code"] = (
+        f"pathlib.Path({str(marker)!r}).touch()\n{top_level}\ndef noop(city: str) -> str:\n    return city\n"
+    )
+    return tool
+
+
+def tooled_agent(llm: ScriptedLLMThread, tool: dict[str, Any]) -> dict[str, Any]:
+    agent = AssistantAgent(
+        "tooled", model_client=client_for(llm.base_url), tools=[FunctionTool(noop, "no-op")]
+    )
+    document = agent.dump_component().model_dump(mode="json")
+    document["config"]["workbench"][0]["config"]["tools"] = [tool]
+    return document
+
+
+def test_function_tools_and_stdio_mcp_servers_load_only_where_allowed_and_are_logged(
+    tmp_path: Path, llm: ScriptedLLMThread, caplog: pytest.LogCaptureFixture
+) -> None:
+    marker = tmp_path / "tool-code-ran"
+    workflows = tmp_path / "workflows"
+    workflows.mkdir()
+    write(workflows, "tooled", tooled_agent(llm, planted_tool(marker)))
+    write(workflows, "mcp", mcp_agent(llm))
+    report = WorkflowRegistry(make_settings(workflows_dir=workflows)).load_defaults()
+    reasons = {Path(origin).stem: reason for origin, reason in report.failed.items()}
+    assert "FunctionTool 'noop'" in reasons["tooled"] and "ALLOW_FUNCTION_TOOLS=true" in reasons["tooled"]
+    assert "stdio MCP server" in reasons["mcp"] and "ALLOW_STDIO_MCP=true" in reasons["mcp"]
+    assert str(MCP_SERVER) in reasons["mcp"]  # the command it would have started
+    assert not marker.exists()  # neither the global_imports nor the source ran
+    assert {"demo-team", "echo"} <= set(report.loaded)  # the built-ins need neither
+    # Each setting opens its own kind only.
+    only_tools = WorkflowRegistry(make_settings(workflows_dir=workflows, allow_function_tools=True))
+    with pytest.warns(UserWarning):  # AgentChat warns that a FunctionTool's source is executed
+        partial = only_tools.load_defaults()
+    assert "tooled" in partial.loaded and any(origin.endswith("mcp.json") for origin in partial.failed)
+    assert marker.exists()
+    caplog.set_level(logging.INFO)
+    caplog.clear()  # the lines of the loads above (logged when an earlier test left INFO on)
+    both = WorkflowRegistry(
+        make_settings(workflows_dir=workflows, allow_function_tools=True, allow_stdio_mcp=True)
+    )
+    with pytest.warns(UserWarning):
+        assert {"tooled", "mcp"} <= set(both.load_defaults().loaded)
+    lines = [
+        json.loads(ServiceJsonFormatter().format(record))
+        for record in caplog.records
+        if record.getMessage() == "code-bearing workflow component loading"
+    ]
+    by_kind = {line["kind"]: line for line in lines}
+    assert by_kind["function_tool"]["model"] == "tooled" and by_kind["function_tool"]["component"] == "noop"
+    assert "pathlib" in by_kind["function_tool"]["detail"]
+    assert by_kind["function_tool"]["source"].endswith("tooled.json")
+    assert by_kind["stdio_mcp"]["model"] == "mcp" and str(MCP_SERVER) in by_kind["stdio_mcp"]["detail"]
+    assert len(lines) == 2  # one line per component, not per agent that holds it
+
+
+def test_the_k8s_config_says_which_code_it_loads_and_its_workflows_need_none() -> None:
+    env = dict(
+        line.split("=", 1)
+        for line in (REPO_ROOT / "k8s/base/config.env").read_text().splitlines()
+        if line and not line.startswith("#")
+    )
+    settings = {
+        name: env[name] for name in ("ALLOW_FUNCTION_TOOLS", "ALLOW_STDIO_MCP", "ALLOW_CODE_EXECUTION")
+    }
+    assert settings == dict.fromkeys(settings, "false")  # written out, not left to the defaults
+    registry = WorkflowRegistry(
+        make_settings(
+            workflows_dir=REPO_ROOT / "k8s/base/workflows",
+            **{name.lower(): value == "true" for name, value in settings.items()},
+        )
+    )
+    report = registry.load_defaults()
+    assert report.failed == {} and {"assistant", "demo-team", "echo"} <= set(report.loaded)
+
+
+@pytest.mark.parametrize(
+    "provider",
+    [
+        "service.__main__.main",  # importing it would start a whole server in the worker
+        "service.cli.main",
+        "service.config.Settings",
+        "autogen_core.CancellationToken",  # an allowed package, but not a component class
+        "autogen_agentchat.ui.Console",
+    ],
+)
+async def test_only_component_classes_load_and_the_service_still_boots(tmp_path: Path, provider: str) -> None:
+    before = "service.__main__" in sys.modules
+    write(tmp_path, "bad", {"provider": provider, "component_type": "team", "config": {}})
+    app = create_app(make_settings(workflows_dir=tmp_path))
+    async with running_app(app) as http:
+        models = {model["id"] for model in (await http.get("/v1/models")).json()["data"]}
+        assert {"demo-team", "echo"} <= models and "bad" not in models
+        assert (await ask(http, "echo"))["choices"][0]["message"]["content"] == QUESTION[0]["content"]
+    assert ("service.__main__" in sys.modules) == before  # never imported
+    report = WorkflowRegistry(make_settings(workflows_dir=tmp_path)).load_defaults()
+    reason = next(reason for origin, reason in report.failed.items() if origin.endswith("bad.json"))
+    assert provider in reason and ("is not allowed" in reason or "not an AutoGen component class" in reason)
+
+
+@pytest.mark.parametrize("raised", ["SystemExit(3)", "KeyboardInterrupt()", "GeneratorExit()"])
+def test_a_file_that_raises_anything_while_loading_is_skipped_and_the_others_load(
+    tmp_path: Path, llm: ScriptedLLMThread, monkeypatch: pytest.MonkeyPatch, raised: str
+) -> None:
+    workflows = tmp_path / "workflows"
+    workflows.mkdir()
+    write(workflows, "raises", tooled_agent(llm, planted_tool(tmp_path / "ran", f"raise {raised}")))
+    # An allowed package of the operator's whose import raises the same.
+    (tmp_path / "planted_exit.py").write_text(f"raise {raised}\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    write(workflows, "imports", {"provider": "planted_exit.Team", "component_type": "team", "config": {}})
+    write(workflows, "fine", tooled_agent(llm, planted_tool(tmp_path / "fine-ran")))
+    settings = make_settings(
+        workflows_dir=workflows, allow_function_tools=True, workflow_allowed_providers="planted_exit"
+    )
+    with pytest.warns(UserWarning):
+        report = WorkflowRegistry(settings).load_defaults()
+    reasons = {Path(origin).stem: reason for origin, reason in report.failed.items()}
+    name = raised.split("(")[0]
+    assert name in reasons["raises"] and name in reasons["imports"]
+    assert {"fine", "demo-team", "echo"} <= set(report.loaded)
+
+
 # --- shared tools ------------------------------------------------------------------------------
 def noop(city: str) -> str:
     return city
@@ -133,7 +262,7 @@ def test_a_function_tools_source_runs_once_per_worker_not_per_request(llm: Scrip
     agent = AssistantAgent("tooled", model_client=client, tools=[FunctionTool(noop, "no-op")])
     document = agent.dump_component().model_dump(mode="json")
     document["config"]["workbench"][0]["config"]["tools"] = [counted.model_dump(mode="json")]
-    registry = WorkflowRegistry(make_settings())
+    registry = WorkflowRegistry(make_settings(allow_function_tools=True))
     with pytest.warns(UserWarning):  # AgentChat warns that a FunctionTool's source is executed
         workflow = registry.register_component("tooled", document)
     loads = builtins.CORPUS_TOOL_LOADS  # type: ignore[attr-defined]
@@ -167,7 +296,7 @@ async def test_an_mcp_server_is_shared_by_requests_and_restarted_when_it_dies(
     tmp_path: Path, llm: ScriptedLLMThread
 ) -> None:
     write(tmp_path, "mcp", mcp_agent(llm))
-    app = create_app(make_settings(workflows_dir=tmp_path, llm_api_key="unused"))
+    app = create_app(make_settings(workflows_dir=tmp_path, llm_api_key="unused", allow_stdio_mcp=True))
     async with running_app(app) as http:
         workbench = next(
             instance
@@ -254,7 +383,9 @@ async def test_a_studio_export_loads_with_its_environment_and_says_why_not_witho
     write(tmp_path, "studio-team", studio_round_robin_team())
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     caplog.set_level(logging.ERROR)
-    report = WorkflowRegistry(make_settings(workflows_dir=tmp_path)).load_defaults()
+    report = WorkflowRegistry(
+        make_settings(workflows_dir=tmp_path, allow_function_tools=True)
+    ).load_defaults()
     reason = next(iter(report.failed.values()))
     assert "OpenAIError" in reason and "OPENAI_API_KEY" in reason  # the whole reason, not the class alone
     logged = next(r for r in caplog.records if r.getMessage() == "workflow not loaded")
@@ -262,7 +393,8 @@ async def test_a_studio_export_loads_with_its_environment_and_says_why_not_witho
     monkeypatch.setenv("OPENAI_API_KEY", "sk-from-the-environment")
     monkeypatch.setenv("OPENAI_BASE_URL", llm.base_url)
     llm.load_script([rule("4. TERMINATE", system="Solve tasks carefully.")])
-    async with running_app(create_app(make_settings(workflows_dir=tmp_path))) as http:
+    settings = make_settings(workflows_dir=tmp_path, allow_function_tools=True)
+    async with running_app(create_app(settings)) as http:
         body = await ask(http, "studio-team", [{"role": "user", "content": "2 + 2?"}])
     assert body["choices"][0]["message"]["content"] == "4."
     assert llm.requests()[0]["model"] == "gpt-4o-mini"

@@ -12,6 +12,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
+from service.contract import unsupported
+from service.contract.activity import ActivityMode
+
 # Hard ceilings of the schema; the configurable limits (MAX_MESSAGES, MAX_MESSAGE_CHARS) are
 # checked against the settings when the request is served.
 SCHEMA_MAX_MESSAGES = 100_000
@@ -35,12 +38,52 @@ def _absent(value: object) -> bool:
 
 
 class TextContentPart(BaseModel):
-    """A `{"type": "text", "text": ...}` content part; other part types are not supported."""
+    """A `{"type": "text", "text": ...}` content part."""
 
     model_config = ConfigDict(extra="ignore", strict=True)
 
     type: Literal["text"]
     text: Annotated[str, StringConstraints(max_length=SCHEMA_MAX_TEXT_CHARS)]
+
+
+class ImageUrl(BaseModel):
+    model_config = ConfigDict(extra="ignore", strict=True)
+
+    # A data URL (`data:image/png;base64,...`), or an http(s) URL the service fetches where allowed.
+    url: Annotated[str, StringConstraints(min_length=1, max_length=SCHEMA_MAX_TEXT_CHARS)]
+    detail: Literal["auto", "low", "high"] | None = None
+
+
+class ImageContentPart(BaseModel):
+    """A `{"type": "image_url", "image_url": {"url": ..., "detail": ...}}` part (user messages only)."""
+
+    model_config = ConfigDict(extra="ignore", strict=True)
+
+    type: Literal["image_url"]
+    image_url: ImageUrl
+
+
+ContentPart = Annotated[TextContentPart | ImageContentPart, Field(discriminator="type")]
+PART_TYPES = ("text", "image_url")
+
+
+def _check_parts(messages: Any) -> Any:
+    """A clear message for a content part type the service does not take (pydantic's own, for a
+    union of a string and a list, lists every alternative). One pass over the raw messages."""
+    if not isinstance(messages, list):
+        return messages
+    for index, message in enumerate(messages):
+        content = message.get("content") if isinstance(message, dict) else None
+        if not isinstance(content, list):
+            continue
+        for position, part in enumerate(content):
+            kind = part.get("type") if isinstance(part, dict) else None
+            if kind not in PART_TYPES:
+                raise ValueError(
+                    f"message {index}, content part {position} has type {str(kind)[:40]!r}: the parts "
+                    "taken are `text` and `image_url`"
+                )
+    return messages
 
 
 class ChatMessage(BaseModel):
@@ -51,24 +94,28 @@ class ChatMessage(BaseModel):
     role: Literal["system", "developer", "user", "assistant"]
     content: (
         Annotated[str, StringConstraints(max_length=SCHEMA_MAX_TEXT_CHARS)]
-        | Annotated[list[TextContentPart], Field(max_length=SCHEMA_MAX_PARTS)]
+        | Annotated[list[ContentPart], Field(max_length=SCHEMA_MAX_PARTS)]
         | None
     ) = None
     name: ShortText | None = None
 
     def text(self) -> str:
-        """The message text; text parts are joined with a newline."""
+        """The message text; text parts are joined with a newline (images left out)."""
         if self.content is None:
             return ""
         if isinstance(self.content, str):
             return self.content
-        return "\n".join(part.text for part in self.content)
+        return "\n".join(part.text for part in self.content if isinstance(part, TextContentPart))
 
-
-# `reasoning`: activity in `reasoning_content`/`reasoning`, the answer alone in `content`;
-# `content`: the whole transcript (activity and answer, with speaker headers) in `content`;
-# `none`: the answer alone, no activity.
-ActivityMode = Literal["reasoning", "content", "none"]
+    def images(self) -> list[tuple[int, ImageUrl]]:
+        """The message's images, with their part positions."""
+        if not isinstance(self.content, list):
+            return []
+        return [
+            (index, part.image_url)
+            for index, part in enumerate(self.content)
+            if isinstance(part, ImageContentPart)
+        ]
 
 
 class StreamOptions(BaseModel):
@@ -82,6 +129,9 @@ class Input(BaseModel):
 
     `temperature`, `top_p` and `metadata` are accepted for compatibility; a served team keeps the
     sampling settings of its own model clients. `max_tokens` caps the completion tokens returned.
+    `tools` are accepted and never called; what cannot be honoured (`tool_choice: "required"`,
+    `logprobs`, `stop`, ...) is refused by name (`service.contract.unsupported`); `response_format`
+    `json_object` / `json_schema` is honoured (`answer_format`).
     """
 
     model_config = ConfigDict(
@@ -108,12 +158,38 @@ class Input(BaseModel):
     ) = None
     # Extension: where the team's activity goes (default: the `STREAM_ACTIVITY` setting).
     stream_activity: ActivityMode | None = None
+    # Client tools: accepted, never called (a team runs its own); see `service.contract.unsupported`.
+    tools: Annotated[list[Any], Field(max_length=SCHEMA_MAX_PARTS)] | None = None
+    functions: Annotated[list[Any], Field(max_length=SCHEMA_MAX_PARTS)] | None = None
+    parallel_tool_calls: bool | None = None
+    tool_choice: Any = None
+    function_call: Any = None
+    response_format: Any = None
+    logprobs: Any = None
+    top_logprobs: Any = None
+    stop: Any = None
+    audio: Any = None
+    modalities: Any = None
+
+    _tool_choice = field_validator("tool_choice")(unsupported.check_tool_choice)
+    _function_call = field_validator("function_call")(unsupported.check_function_call)
+    _response_format = field_validator("response_format")(unsupported.check_response_format)
+    _logprobs = field_validator("logprobs")(unsupported.check_logprobs)
+    _top_logprobs = field_validator("top_logprobs")(unsupported.check_top_logprobs)
+    _stop = field_validator("stop")(unsupported.check_stop)
+    _audio = field_validator("audio")(unsupported.check_audio)
+    _modalities = field_validator("modalities")(unsupported.check_modalities)
+
+    _parts = field_validator("messages", mode="before")(_check_parts)
 
     @field_validator("messages")
     @classmethod
     def _needs_a_user_message(cls, messages: list[ChatMessage]) -> list[ChatMessage]:
-        if not any(message.role == "user" and message.text() for message in messages):
-            raise ValueError("at least one message with the role 'user' must have text content")
+        for index, message in enumerate(messages):
+            if message.role != "user" and isinstance(message.content, list) and message.images():
+                raise ValueError(f"message {index}: only user messages may carry images, not {message.role}")
+        if not any(message.role == "user" and (message.text() or message.images()) for message in messages):
+            raise ValueError("at least one message with the role 'user' must have text or image content")
         return messages
 
     @property
@@ -123,6 +199,12 @@ class Input(BaseModel):
     @property
     def completion_token_cap(self) -> int | None:
         return self.max_completion_tokens or self.max_tokens
+
+    @property
+    def answer_format(self) -> dict[str, Any] | None:
+        """The JSON format asked for the answer (`response_format` as a model call takes it); None: text."""
+        fmt: dict[str, Any] | None = self.response_format
+        return None if fmt is None or fmt.get("type") == "text" else fmt
 
 
 class Usage(BaseModel):

@@ -3,8 +3,10 @@
 
 Requests: `CreateResponse` (`POST /v1/responses`), `CreateConversation`, `UpdateConversation`,
 `CreateConversationItems`. Unknown request fields are ignored, as OpenAI servers do; `tools`,
-`tool_choice`, `temperature`, `top_p`, `reasoning`, `text`, `include`, ... are accepted and have no
-effect (a team runs its own tools, with its own model settings).
+`temperature`, `top_p`, `reasoning`, `include`, ... are accepted and have no effect (a team runs its
+own tools, with its own model settings); `text.format` `json_object` / `json_schema` is honoured;
+what cannot be honoured (`tool_choice: "required"`, `background`, ...) is refused by name
+(`service.contract.unsupported`).
 
 Responses: `ResponseObject` with `message` and `reasoning` output items, `ConversationObject`, lists
 of items. The extensions are optional fields clients ignore: `input_required` and
@@ -18,9 +20,24 @@ import secrets
 import time
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, StringConstraints, Tag, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    StringConstraints,
+    Tag,
+    field_validator,
+)
 
-from service.contract.chat import SCHEMA_MAX_MESSAGES, SCHEMA_MAX_PARTS, SCHEMA_MAX_TEXT_CHARS, InputRequired
+from service.contract import unsupported
+from service.contract.chat import (
+    SCHEMA_MAX_MESSAGES,
+    SCHEMA_MAX_PARTS,
+    SCHEMA_MAX_TEXT_CHARS,
+    ChatMessage,
+    InputRequired,
+)
 
 ID_PATTERN = r"^[A-Za-z0-9_-]{1,128}$"
 MAX_METADATA_PAIRS = 16
@@ -60,7 +77,7 @@ class _Part(BaseModel):
 
 class TextPart(_Part):
     """A text content part: `input_text` (a caller's message), `output_text` (an assistant message
-    sent back as history), or chat-style `text`. Images, files and audio are not supported."""
+    sent back as history), or chat-style `text`. Files and audio are not supported."""
 
     type: Literal["input_text", "output_text", "text"]
     text: Text
@@ -71,7 +88,17 @@ class RefusalPart(_Part):
     refusal: Text
 
 
-Part = Annotated[TextPart | RefusalPart, Field(discriminator="type")]
+class ImagePart(_Part):
+    """An `input_image` part: `image_url` a data URL, or an http(s) URL the service fetches where
+    allowed (`file_id` needs a Files API, which the service does not offer)."""
+
+    type: Literal["input_image"]
+    image_url: Annotated[str, StringConstraints(min_length=1, max_length=SCHEMA_MAX_TEXT_CHARS)] | None = None
+    file_id: str | None = None
+    detail: Literal["auto", "low", "high"] | None = None
+
+
+Part = Annotated[TextPart | RefusalPart | ImagePart, Field(discriminator="type")]
 
 
 class InputMessage(BaseModel):
@@ -88,6 +115,24 @@ class InputMessage(BaseModel):
             return self.content
         return "\n".join(part.text for part in self.content if isinstance(part, TextPart))
 
+    def images(self) -> list[tuple[int, ImagePart]]:
+        """The message's `input_image` parts, with their positions."""
+        if isinstance(self.content, str):
+            return []
+        return [(index, part) for index, part in enumerate(self.content) if isinstance(part, ImagePart)]
+
+    def as_chat(self) -> ChatMessage:
+        """The message as chat-completions has it (text parts joined, images as `image_url` parts)."""
+        images = self.images()
+        if not images:
+            return ChatMessage(role=self.role, content=self.text())
+        parts: list[Any] = [{"type": "text", "text": self.text()}] if self.text() else []
+        parts += [
+            {"type": "image_url", "image_url": {"url": part.image_url or "", "detail": part.detail}}
+            for _, part in images
+        ]
+        return ChatMessage.model_validate({"role": self.role, "content": parts})
+
 
 class InputReasoning(BaseModel):
     """A reasoning item a stateless client sends back with the history: accepted and skipped (it is
@@ -98,25 +143,36 @@ class InputReasoning(BaseModel):
     type: Literal["reasoning"]
 
 
+class ItemReference(BaseModel):
+    """`{"type": "item_reference", "id": ...}`: an item stored earlier (an input or output item of a
+    stored response, or a conversation's item) stands here; resolved before the turn runs."""
+
+    model_config = ConfigDict(extra="ignore", strict=True)
+
+    type: Literal["item_reference"]
+    id: ObjectId
+
+
 def _item_kind(value: Any) -> str:
     if isinstance(value, dict):
         return str(value.get("type", "message"))
     return str(getattr(value, "type", "message"))
 
 
+_UNSUPPORTED_ITEM = (
+    "the service takes `message` items, `item_reference` items and `reasoning` items sent back; a team "
+    "runs its own tools, so there are no `function_call` results for a client to send"
+)
 InputItem = Annotated[
-    Annotated[InputMessage, Tag("message")] | Annotated[InputReasoning, Tag("reasoning")],
-    Discriminator(
-        _item_kind,
-        custom_error_type="unsupported_item",
-        custom_error_message="only message items (and reasoning items sent back) are supported: "
-        "tools run on the server",
-    ),
+    Annotated[InputMessage, Tag("message")]
+    | Annotated[InputReasoning, Tag("reasoning")]
+    | Annotated[ItemReference, Tag("item_reference")],
+    Discriminator(_item_kind, custom_error_type="unsupported_item", custom_error_message=_UNSUPPORTED_ITEM),
 ]
 
 
-_ITEM_TYPES = ("message", "reasoning")
-_PART_TYPES = ("input_text", "output_text", "text", "refusal")
+_ITEM_TYPES = ("message", "reasoning", "item_reference")
+_PART_TYPES = ("input_text", "output_text", "text", "refusal", "input_image")
 
 
 def check_items(value: Any) -> Any:
@@ -129,17 +185,29 @@ def check_items(value: Any) -> Any:
             continue
         kind = item.get("type", "message")
         if kind not in _ITEM_TYPES:
-            raise ValueError(
-                f"item {index} has type {str(kind)[:40]!r}: only message items (and reasoning items sent "
-                "back) are supported: tools run on the server"
-            )
+            raise ValueError(f"item {index} has type {str(kind)[:40]!r}: {_UNSUPPORTED_ITEM}")
         content = item.get("content")
         for position, part in enumerate(content if isinstance(content, list) else []):
+            if isinstance(part, dict) and part.get("type") == "input_image" and item.get("role") != "user":
+                raise ValueError(f"item {index}: only user messages may carry images")
             if isinstance(part, dict) and part.get("type") not in _PART_TYPES:
                 raise ValueError(
                     f"item {index}, content part {position} has type {str(part.get('type'))[:40]!r}: "
-                    "only text parts are supported"
+                    "the parts taken are text parts and `input_image`"
                 )
+    return value
+
+
+def check_conversation_items(value: Any) -> Any:
+    """Conversation items: as `check_items`, and no `item_reference` (a conversation holds what was
+    said; a reference is resolved in a response's `input` only)."""
+    value = check_items(value)
+    for index, item in enumerate(value if isinstance(value, list) else []):
+        if isinstance(item, dict) and item.get("type") == "item_reference":
+            raise ValueError(
+                f"item {index} is an `item_reference`: conversation items are messages (references are "
+                "taken in the `input` of POST /v1/responses)"
+            )
     return value
 
 
@@ -169,13 +237,25 @@ class CreateResponse(BaseModel):
     metadata: Metadata | None = None
     user: Annotated[str, StringConstraints(max_length=256)] | None = None
     # Accepted for compatibility, without effect (see the module docstring).
-    tools: list[Any] | None = None
+    tools: Annotated[list[Any], Field(max_length=SCHEMA_MAX_PARTS)] | None = None
     tool_choice: Any = None
     temperature: Annotated[float, Field(ge=0, le=2)] | None = None
     top_p: Annotated[float, Field(ge=0, le=1)] | None = None
     parallel_tool_calls: bool | None = None
+    text: Any = None
+    background: Any = None
+    top_logprobs: Any = None
 
     _check_input = field_validator("input", mode="before")(check_items)
+    _tool_choice = field_validator("tool_choice")(unsupported.check_tool_choice)
+    _text = field_validator("text")(unsupported.check_text_config)
+    _background = field_validator("background")(unsupported.check_background)
+    _top_logprobs = field_validator("top_logprobs")(unsupported.check_top_logprobs)
+
+    @property
+    def answer_format(self) -> dict[str, Any] | None:
+        """The JSON format asked for the answer (`text.format`, as a chat model call takes it)."""
+        return unsupported.chat_response_format(self.text)
 
     @property
     def conversation_id(self) -> str | None:
@@ -184,7 +264,8 @@ class CreateResponse(BaseModel):
         return self.conversation
 
     def messages(self) -> list[InputMessage]:
-        """The message items of `input` (a string is one user message); reasoning items skipped."""
+        """The message items of `input` (a string is one user message); reasoning items skipped, and
+        item references (resolved into messages before: `service.serving.item_references`)."""
         if isinstance(self.input, str):
             return [InputMessage(role="user", content=self.input)] if self.input else []
         return [item for item in self.input if isinstance(item, InputMessage)]
@@ -198,7 +279,7 @@ class CreateConversation(BaseModel):
     items: Annotated[list[InputItem], Field(max_length=MAX_CONVERSATION_ITEMS_PER_CALL)] | None = None
     metadata: Metadata | None = None
 
-    _check_items = field_validator("items", mode="before")(check_items)
+    _check_items = field_validator("items", mode="before")(check_conversation_items)
 
 
 class UpdateConversation(BaseModel):
@@ -216,7 +297,7 @@ class CreateConversationItems(BaseModel):
 
     items: Annotated[list[InputItem], Field(min_length=1, max_length=MAX_CONVERSATION_ITEMS_PER_CALL)]
 
-    _check_items = field_validator("items", mode="before")(check_items)
+    _check_items = field_validator("items", mode="before")(check_conversation_items)
 
 
 # -------------------------------------------------------------------------------------------- output
@@ -314,7 +395,11 @@ class ConversationField(BaseModel):
 
 
 class TextFormat(BaseModel):
-    type: Literal["text"] = "text"
+    """The answer's format as the request asked for it (`json_schema` keeps its name, schema, strict)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    type: Literal["text", "json_object", "json_schema"] = "text"
 
 
 class TextConfig(BaseModel):

@@ -1,6 +1,6 @@
 """Run events -> OpenAI chat completions: the stream's chunks, or the whole `chat.completion`.
 
-The mapping (also in the README, "How a team run maps onto the OpenAI format"):
+The mapping (also in docs/chat-completions.md):
 - the first chunk is `delta: {"role": "assistant", "content": ""}`;
 - the answer: `delta: {"content", "name"}` (`name`: the agent that gives it), live when the run has a
   live answer agent, else in one chunk when the run ends; the same text as a non-streamed
@@ -25,8 +25,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from service.contract.activity import NO_ANSWER_MESSAGE, ActivityMode
 from service.contract.chat import (
-    ActivityMode,
     AssistantMessage,
     ChatCompletionChunk,
     Choice,
@@ -40,7 +40,6 @@ from service.contract.sse import EventTemplate, slot_mark
 from service.encoders.transcript import ACTIVITY, ANSWER, Piece, Projection
 from service.runs.events import FinalAnswer, RunEnded, RunEndReason, RunEvent, RunStarted, TextDelta
 
-NO_ANSWER_MESSAGE = "The agents finished without producing an answer."
 _LENGTH_REASONS = frozenset({RunEndReason.TURN_CAP, RunEndReason.TOKEN_CAP})
 
 # How a chunk model becomes an SSE event (the server passes one that goes through `handle_response`).

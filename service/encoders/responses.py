@@ -32,6 +32,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel
 
+from service.contract.activity import NO_ANSWER_MESSAGE
 from service.contract.chat import InputRequired
 from service.contract.errors import OpenAIError
 from service.contract.responses import (
@@ -63,7 +64,6 @@ from service.contract.responses import (
     now,
 )
 from service.contract.sse import EventTemplate, encode_event, slot_mark
-from service.encoders.chat_completions import NO_ANSWER_MESSAGE
 from service.encoders.transcript import ACTIVITY, Piece, Projection
 from service.runs.events import FinalAnswer, RunEnded, RunEndReason, RunEvent, RunStarted
 

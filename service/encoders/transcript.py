@@ -21,7 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from service.contract.chat import ActivityMode
+from service.contract.activity import ActivityMode
 from service.runs.events import (
     Activity,
     AgentTurnEnded,
@@ -37,6 +37,8 @@ from service.runs.events import (
     SpeakerSelected,
     TextDelta,
     Thought,
+    ThoughtDelta,
+    ThoughtEnded,
     ToolCallRequested,
     ToolResult,
 )
@@ -204,6 +206,9 @@ class Projection:
     transcript: list[str] = field(default_factory=list)
     _sequencer: _Sequencer = field(default_factory=_Sequencer)
     _tail: str = ""  # the end of the transcript shown so far
+    _thinking: set[str] = field(default_factory=set)  # agents whose reasoning is streaming
+    # The agent whose turn header is the last thing shown (its text may be the answer, held back).
+    _bare_header: str | None = None
 
     def start(self, run: RunStarted) -> None:
         self.live_answer_agent = run.live_answer_agent
@@ -252,6 +257,18 @@ class Projection:
             if self.mode != "none":
                 self._sequencer.turn_ended(event.agent, out)
                 self._packaged(out)
+        elif isinstance(event, ThoughtDelta):
+            if self.mode != "none":
+                # A streamed thought reads as a whole one (`Thought`): its text, then a line break;
+                # its first piece carries the structured activity.
+                first = event.agent not in self._thinking
+                self._thinking.add(event.agent)
+                activity = {"type": "thought", "agent": event.agent} if first else None
+                self._transcript(Piece(ACTIVITY, event.text, event.agent, activity), out)
+        elif isinstance(event, ThoughtEnded):
+            if event.agent in self._thinking:
+                self._thinking.discard(event.agent)
+                self._transcript(Piece(ACTIVITY, "\n", event.agent), out)
         elif isinstance(event, FinalAnswer):
             if self.mode != "none":
                 self._sequencer.flush(out)
@@ -276,9 +293,12 @@ class Projection:
             piece = out[index]
             if piece.channel != ACTIVITY:
                 continue
-            if piece.activity is not None and piece.activity.get("type") == "agent_turn" and self._tail:
+            header = piece.activity is not None and piece.activity.get("type") == "agent_turn"
+            if header and self._tail:
                 # A turn starts after a blank line.
                 piece.text = "\n" * (2 - len(self._tail) + len(self._tail.rstrip("\n"))) + piece.text
+            if header or piece.text:
+                self._bare_header = piece.agent if header else None
             if self.mode == "content":
                 piece.channel = ANSWER
                 self.answer_sent = True
@@ -288,12 +308,17 @@ class Projection:
                 self.transcript.append(piece.text)
 
     def _answer(self, answer: FinalAnswer, out: list[Piece]) -> None:
+        """The answer, shown once: the transcript leaves it out, so a turn that only gave the
+        answer ends with a note (in content mode, the answer itself)."""
+        bare = answer.agent is not None and answer.agent == self._bare_header
         if self.mode == "content":
             if answer.text and answer.text not in "".join(self.transcript):
-                separator = "\n\n" if self.transcript else ""
+                separator = "" if bare or not self.transcript else "\n\n"
                 out.append(Piece(ANSWER, separator + answer.text, answer.agent or ""))
                 self.transcript.append(separator + answer.text)
             return
         if not self.answer_sent and answer.text:
+            if bare and self.mode == "reasoning":
+                out.append(Piece(ACTIVITY, "gives the answer.\n", answer.agent or ""))
             self.answer_sent = True
             out.append(Piece(ANSWER, answer.text, answer.agent or ""))

@@ -18,13 +18,16 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from service.app_state import StateKey
+from service.contract.protocols import API_NAMES, CHAT_COMPLETIONS
 from service.observability import multiprocess
+from service.observability.exposition import MetricsPage
 
 logger = logging.getLogger(__name__)
 
 Outcome = Literal["ok", "client_error", "server_error", "rate_limited", "cancelled", "timeout"]
-# The API a request came through: the `api` label of the request metrics.
-Api = Literal["chat_completions", "responses"]
+# The API a request came through: the `api` label of the request metrics, one of the registered
+# protocols' names (`service.contract.protocols.API_NAMES`).
+Api = str
 CoreFunction = Literal[
     "handle_response", "serve_autogen", "generate_streaming_response", "create_non_streaming_response"
 ]
@@ -73,11 +76,13 @@ class ServiceMetrics:
         self,
         known_models: Iterable[str] = (),
         known_agents: Iterable[str] | Mapping[str, Iterable[str]] = (),
+        page_cache_s: float = 1.0,
     ) -> None:
         # Before any metric exists: a full metrics filesystem must not kill the worker.
         multiprocess.install(self._write_error)
         self._write_errors_logged_at: float | None = None
         self.registry = CollectorRegistry(auto_describe=True)
+        self.page = MetricsPage(self.render_latest, page_cache_s)
         self.known_models = frozenset(known_models)
         if isinstance(known_agents, Mapping):
             agents_by_model = {model: frozenset(agents) for model, agents in known_agents.items()}
@@ -189,7 +194,7 @@ class ServiceMetrics:
 
     def _create_known_label_sets(self, agents_by_model: Mapping[str, Iterable[str]]) -> None:
         for model in (*sorted(self.known_models), UNKNOWN_MODEL):
-            for api in get_args(Api):
+            for api in API_NAMES:
                 for stream in ("true", "false"):
                     for outcome in get_args(Outcome):
                         self.requests.labels(api, model, stream, outcome)
@@ -235,11 +240,13 @@ class ServiceMetrics:
     def agent_label(self, agent: str) -> str:
         return agent if agent in self.known_agents else UNKNOWN_AGENT
 
-    def request(self, model: str, stream: bool, api: Api = "chat_completions") -> RequestObserver:
+    def request(self, model: str, stream: bool, api: Api = CHAT_COMPLETIONS.name) -> RequestObserver:
+        """The observer of one request of `api` (a registered protocol's name)."""
         return RequestObserver(self, self.model_label(model), "true" if stream else "false", api)
 
     def render_latest(self) -> bytes:
-        """The exposition text: aggregated across workers in multiprocess mode."""
+        """The exposition text: aggregated across workers in multiprocess mode (blocking file I/O
+        and parsing: `/metrics` serves it through `page`)."""
         directory = multiprocess_dir()
         if directory:
             registry = CollectorRegistry()
@@ -255,7 +262,7 @@ class RequestObserver:
     metrics: ServiceMetrics
     model: str
     stream: str
-    api: Api = "chat_completions"
+    api: Api = CHAT_COMPLETIONS.name
     started: float = field(default_factory=time.perf_counter)
     first_token_at: float | None = None
     outcome: Outcome | None = None
@@ -272,8 +279,9 @@ class RequestObserver:
             self._chunk_counter = self.metrics.stream_chunks.labels(self.model)
         self._chunk_counter.inc(count)
 
-    def model_call(self) -> None:
-        self.metrics.model_calls.labels(self.model).inc()
+    def model_call(self, count: int = 1) -> None:
+        if count:
+            self.metrics.model_calls.labels(self.model).inc(count)
 
     def agent_message(self, agent: str) -> None:
         self.metrics.agent_messages.labels(self.model, self.metrics.agent_label(agent)).inc()

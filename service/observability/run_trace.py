@@ -1,8 +1,8 @@
 """Per-run tracing and accounting shared between the service and the agents' model clients.
 
-A run's `RunTrace` is held by its `RunContext` (`service.runs.context`), which the model clients
-find in a context variable: they open their `chat` span under the speaking agent's `invoke_agent`
-span and count the call.
+A run's `RunTrace` is given to its `RunContext` (`service.runs.context`) when the run starts; the
+model clients find the context in a context variable and open their `chat` span under the speaking
+agent's `invoke_agent` span. Metrics are counted by the serving layer, not here.
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 from opentelemetry import trace
 from opentelemetry.trace import Span, SpanKind, Tracer
 
-from service.observability.metrics import RequestObserver
 from service.observability.tracing import get_tracer, record_error
 
 GEN_AI_OPERATION = "gen_ai.operation.name"
@@ -29,13 +28,11 @@ GEN_AI_FINISH_REASONS = "gen_ai.response.finish_reasons"
 
 @dataclass
 class RunTrace:
-    """The open spans and the metrics observer of one team run."""
+    """The open spans of one team run."""
 
     tracer: Tracer
     workflow_span: Span
-    observer: RequestObserver | None = None
     agent_spans: dict[str, Span] = field(default_factory=dict)
-    model_calls: int = 0
 
     def agent_span(self, agent: str) -> Span:
         """The open `invoke_agent` span of `agent`, started on its first use in this turn."""
@@ -62,7 +59,7 @@ class RunTrace:
 
 
 @contextlib.contextmanager
-def traced_run(model: str, conversation_id: str, observer: RequestObserver | None) -> Iterator[RunTrace]:
+def traced_run(model: str, conversation_id: str) -> Iterator[RunTrace]:
     """Open the `invoke_workflow` span of one run (current while the run lasts)."""
     tracer = get_tracer()
     attributes = {
@@ -73,7 +70,7 @@ def traced_run(model: str, conversation_id: str, observer: RequestObserver | Non
     with tracer.start_as_current_span(
         "invoke_workflow", kind=SpanKind.INTERNAL, attributes=attributes, record_exception=False
     ) as span:
-        run = RunTrace(tracer=tracer, workflow_span=span, observer=observer)
+        run = RunTrace(tracer=tracer, workflow_span=span)
         try:
             yield run
         except BaseException as exc:

@@ -31,10 +31,11 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from limits import parse as parse_limit
 
-from service.app_state import StateKey, find, get
-from service.config import Settings, parse_api_keys_file
+from service.app_state import StateKey, find, get, put
+from service.config import SETTINGS, Settings, parse_api_keys_file
 from service.contract.errors import OpenAIError
 from service.observability.metrics import METRICS
+from service.protection.request_keys import API_KEY_ID
 
 logger = logging.getLogger(__name__)
 
@@ -273,8 +274,32 @@ async def require_api_key(
     key_id = keys.verify(credentials.credentials)
     if key_id is None:
         raise _wrong_key(request, limiter, client)
-    request.state.api_key_id = key_id
+    put(request, API_KEY_ID, key_id)
     return key_id
+
+
+async def require_metrics_token(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)],
+) -> None:
+    """Dependency of `/metrics`: nothing when `METRICS_TOKEN` is unset; otherwise 401 without
+    `Authorization: Bearer <METRICS_TOKEN>` (compared in constant time), and 429 for a client past
+    `AUTH_FAILURE_LIMIT` wrong credentials, as for API keys."""
+    token = get(request.app, SETTINGS).metrics_token
+    if token is None:
+        return
+    limiter = find(request.app, AUTH_FAILURES)
+    client = FailedAuthLimiter.client_of(request.client.host if request.client else "unknown")
+    if limiter is not None:
+        retry_after = limiter.retry_after(client)
+        if retry_after is not None:
+            raise _too_many_failures(request, retry_after)
+    if credentials is None:
+        raise _unauthorized(
+            request, "Missing metrics token: send the header 'Authorization: Bearer <token>'."
+        )
+    if not hmac.compare_digest(_digest(credentials.credentials), _digest(token.get_secret_value())):
+        raise _wrong_key(request, limiter, client)
 
 
 API_KEYS: StateKey[ApiKeys] = StateKey("api_keys", ApiKeys)

@@ -13,11 +13,12 @@ from fastapi import FastAPI
 from service.app_state import get, put
 from service.config import Settings
 from service.lifecycle import SHUTDOWN_MARGIN_S
+from service.observability.redact import redact_uri
 from service.protection.auth import API_KEYS, AUTH_FAILURES, ApiKeys, FailedAuthLimiter
 from service.protection.body_limit import BodyLimitMiddleware
 from service.protection.connections import connection_cap, fd_limit
 from service.protection.headers import CORSMiddleware, SecurityHeadersMiddleware, cors_options
-from service.protection.ratelimit import RATE_LIMITER, ChatRateLimiter, redact_uri
+from service.protection.ratelimit import RATE_LIMITER, ChatRateLimiter
 
 logger = logging.getLogger("service.protection")
 

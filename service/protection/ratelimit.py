@@ -26,7 +26,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, cast
-from urllib.parse import urlsplit, urlunsplit
 
 from fastapi import Request, Response
 from limits import RateLimitItem
@@ -38,10 +37,13 @@ from slowapi import Limiter
 from slowapi.errors import RateLimitExceeded
 from starlette.concurrency import run_in_threadpool
 
-from service.app_state import StateKey, find
+from service.app_state import StateKey, find, put
 from service.config import Settings
 from service.contract.errors import OpenAIError
-from service.observability.metrics import METRICS, Api, ServiceMetrics
+from service.contract.protocols import CHAT_COMPLETIONS, protocol_of_path
+from service.observability.metrics import METRICS, ServiceMetrics
+from service.observability.redact import redact_uri
+from service.protection.request_keys import API_KEY_ID, RATE_LIMIT_HEADERS
 
 logger = logging.getLogger(__name__)
 
@@ -54,21 +56,9 @@ KEY_PREFIX = "autogen"
 _STORAGE_FAILURES = (StorageError, RedisError, RedisClusterException, OSError)
 
 
-def redact_uri(uri: str) -> str:
-    """The storage URI without its password, safe to log."""
-    parts = urlsplit(uri)
-    if parts.password is None:
-        return uri
-    host = parts.hostname or ""
-    if parts.port is not None:
-        host = f"{host}:{parts.port}"
-    user = f"{parts.username}:***@" if parts.username else ":***@"
-    return urlunsplit((parts.scheme, user + host, parts.path, parts.query, parts.fragment))
-
-
 def rate_limit_key(request: Request) -> str:
     """Who is limited: the API key's fingerprint (set by the auth dependency), else the client IP."""
-    key_id = getattr(request.state, "api_key_id", None)
+    key_id = find(request, API_KEY_ID)
     if key_id:
         return str(key_id)
     host = request.client.host if request.client else "unknown"
@@ -264,7 +254,7 @@ async def enforce_rate_limit(request: Request) -> None:
     metrics = find(request.app, METRICS)
     decision = await limiter.check(request, metrics)
     if decision.allowed:
-        request.state.rate_limit_headers = decision.headers
+        put(request, RATE_LIMIT_HEADERS, decision.headers)
         return
     if metrics is not None:
         # The body is already parsed (FastAPI reads it before dependencies run; `json()` is cached).
@@ -273,9 +263,8 @@ async def enforce_rate_limit(request: Request) -> None:
         except ValueError:
             body = None
         model, stream = _model_and_stream(body)
-        responses = request.url.path.startswith(("/v1/responses", "/v1/conversations"))
-        api: Api = "responses" if responses else "chat_completions"
-        metrics.request(model, stream, api).finish("rate_limited")
+        protocol = protocol_of_path(request.url.path) or CHAT_COMPLETIONS
+        metrics.request(model, stream, protocol.name).finish("rate_limited")
     raise OpenAIError(
         429,
         f"Rate limit reached ({limiter.limit}). Retry after {decision.headers.get('retry-after', '1')} s.",
@@ -286,8 +275,8 @@ async def enforce_rate_limit(request: Request) -> None:
 
 def rate_limit_headers(request: Request) -> dict[str, str]:
     """The `x-ratelimit-*` headers of an allowed request (empty when limits are off or unchecked)."""
-    headers: dict[str, str] = getattr(request.state, "rate_limit_headers", {})
-    return headers
+    headers: dict[str, str] | None = find(request, RATE_LIMIT_HEADERS)
+    return headers or {}
 
 
 RATE_LIMITER: StateKey[ChatRateLimiter] = StateKey("rate_limiter", ChatRateLimiter)

@@ -69,6 +69,20 @@ class Thought:
 
 
 @dataclass(slots=True)
+class ThoughtDelta:
+    """A piece of a model's reasoning as it streams (`<think>…</think>`, an upstream's
+    `reasoning_content`): activity, never the answer. `ThoughtEnded` closes the thought."""
+
+    agent: str
+    text: str
+
+
+@dataclass(slots=True)
+class ThoughtEnded:
+    agent: str
+
+
+@dataclass(slots=True)
 class ToolCallRequested:
     agent: str
     call_id: str
@@ -166,7 +180,8 @@ class FinalAnswer:
 class Usage:
     prompt_tokens: int = 0
     completion_tokens: int = 0
-    calls: int = 0
+    calls: int = 0  # model calls that reported their usage
+    started_calls: int = 0  # model calls started, finished or not (a cancelled run's count too)
 
     def add(self, usage: ModelUsage) -> None:
         self.prompt_tokens += usage.prompt_tokens
@@ -192,6 +207,8 @@ RunEvent = (
     | AgentTurnEnded
     | TextDelta
     | Thought
+    | ThoughtDelta
+    | ThoughtEnded
     | ToolCallRequested
     | ToolResult
     | Handoff

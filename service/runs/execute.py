@@ -14,16 +14,25 @@ import logging
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 
+from autogen_agentchat.agents import AssistantAgent
 from autogen_agentchat.base import ChatAgent, TaskResult, Team
 from autogen_agentchat.messages import BaseChatMessage
 from autogen_core import CancellationToken
 
-from service.observability.metrics import RequestObserver
-from service.observability.run_trace import GEN_AI_INPUT_TOKENS, GEN_AI_OUTPUT_TOKENS, traced_run
+from service.observability.run_trace import GEN_AI_INPUT_TOKENS, GEN_AI_OUTPUT_TOKENS, RunTrace, traced_run
 from service.runs.agentchat import AgentChatTranslator
 from service.runs.context import EventSink, RunContext, current_run_context
 from service.runs.errors import failure_kind
-from service.runs.events import FailureKind, FinalAnswer, RunEnded, RunEndReason, RunEvent, RunStarted
+from service.runs.events import (
+    AgentTurnEnded,
+    FailureKind,
+    FinalAnswer,
+    RunEnded,
+    RunEndReason,
+    RunEvent,
+    RunStarted,
+)
+from service.runs.history import for_lone_agent
 from service.runs.text import DEFAULT_MARKERS
 
 logger = logging.getLogger("service.runs")
@@ -47,6 +56,8 @@ class RunRequest:
     deadline_s: float = 300.0
     # The cap on turns the service imposed (MAX_AGENT_TURNS) where it is below the team's own.
     service_turn_cap: int | None = None
+    # Whether the client streams: the run and its model calls are the same either way (an agent
+    # configured to stream always streams from its model), so nothing here depends on it.
     stream_tokens: bool = False
     max_tokens: int | None = None
     handoff_tools: frozenset[str] = frozenset()
@@ -85,11 +96,27 @@ def _end_reason(translator: AgentChatTranslator, answer: FinalAnswer, capped: bo
     return RunEndReason.COMPLETED
 
 
-async def _send_last(context: RunContext, events: Sequence[RunEvent]) -> None:
-    """The closing events of a failed run: a client that stopped reading must not hold the run."""
+async def _send_last(sink: EventSink, events: Sequence[RunEvent]) -> None:
+    """The closing events of a failed run: a client that stopped reading must not hold the run.
+    (Its spans are closed already: the events go to the sink itself.)"""
     with contextlib.suppress(TimeoutError):
         async with asyncio.timeout(FINAL_SEND_TIMEOUT_S):
-            await context.send_all(list(events))
+            for event in events:
+                await sink.send(event)
+
+
+class _TracedSink:
+    """The run's sink, ending an agent's `invoke_agent` span when its turn ends."""
+
+    def __init__(self, sink: EventSink, trace: RunTrace) -> None:
+        self._sink = sink
+        self._trace = trace
+        self.offer = sink.offer  # tokens and a cancelled run's end: no span to close
+
+    async def send(self, event: RunEvent) -> None:
+        if type(event) is AgentTurnEnded:
+            self._trace.end_turn(event.agent)
+        await self._sink.send(event)
 
 
 async def execute_run(
@@ -98,15 +125,19 @@ async def execute_run(
     request: RunRequest,
     sink: EventSink,
     token: CancellationToken,
-    observer: RequestObserver | None = None,
 ) -> RunEnded:
     """Run `runner` on `task`, sending every run event to `sink`; return the `RunEnded` it sent.
+
+    The run counts no metrics: its `RunEnded` carries the usage (tokens, model calls), and whoever
+    serves it counts what passes through `sink`.
 
     Raises:
         asyncio.CancelledError: the run was cancelled from outside (the client went away); the
             token is cancelled first, so the agents' model calls stop at once, and
             `RunEnded(reason=cancelled)` is offered to the sink (added if it has room).
     """
+    if isinstance(runner, AssistantAgent):
+        task = for_lone_agent(task)
     translator = AgentChatTranslator(
         members=frozenset(request.members),
         task_message_ids=frozenset(id(message) for message in task),
@@ -114,20 +145,21 @@ async def execute_run(
         markers=request.markers,
         handoff_tools=request.handoff_tools,
     )
-    context = RunContext(
-        translator=translator,
-        sink=sink,
-        token=token,
-        stream_tokens=request.stream_tokens,
-        max_tokens=request.max_tokens,
-        on_turn_ended=observer.agent_message if observer is not None else None,
-    )
     await sink.send(RunStarted(request.run_id, request.workflow, request.members, request.live_answer_agent))
-    context_token = current_run_context.set(context)
     try:
-        with traced_run(request.workflow, request.run_id, observer) as trace:
-            context.trace = trace
-            result = await _run(runner, task, request, context)
+        with traced_run(request.workflow, request.run_id) as trace:
+            context = RunContext(
+                translator=translator,
+                sink=_TracedSink(sink, trace),
+                token=token,
+                trace=trace,
+                max_tokens=request.max_tokens,
+            )
+            context_token = current_run_context.set(context)
+            try:
+                result = await _run(runner, task, request, context)
+            finally:
+                current_run_context.reset(context_token)
             trace.workflow_span.set_attribute(GEN_AI_INPUT_TOKENS, translator.usage.prompt_tokens)
             trace.workflow_span.set_attribute(GEN_AI_OUTPUT_TOKENS, translator.usage.completion_tokens)
             trace.workflow_span.set_attribute("autogen.model_calls", translator.usage.calls)
@@ -160,11 +192,7 @@ async def execute_run(
                 "upstream model failed: %s", str(exc).split(":", 1)[0], extra={"model": request.workflow}
             )
         ended = RunEnded(RunEndReason.FAILED, translator.usage, failure=kind)
-    finally:
-        current_run_context.reset(context_token)
-        if observer is not None:
-            observer.tokens(translator.usage.prompt_tokens, translator.usage.completion_tokens)
-    await _send_last(context, [*translator.close_turns(), ended])
+    await _send_last(sink, [*translator.close_turns(), ended])
     return ended
 
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from service.contract.errors import OpenAIError, model_not_found, overloaded
-from service.observability.metrics import RequestObserver
 from service.serving.context import ServingContext
 from service.workflows.registry import Workflow
 
@@ -27,23 +26,17 @@ def check_bounds(texts: Sequence[str], ctx: ServingContext, param: str) -> None:
             )
 
 
-def admit(
-    model: str, texts: Sequence[str], ctx: ServingContext, observer: RequestObserver, param: str
-) -> Workflow:
+def admit(model: str, texts: Sequence[str], ctx: ServingContext, param: str) -> Workflow:
     """The workflow to run, a capacity slot taken for it; the caller releases the slot.
 
     Raises:
-        OpenAIError: 404 unknown model, 400 over the bounds, 503 at capacity (the request is counted).
+        OpenAIError: 404 unknown model, 400 over the bounds, 503 at capacity.
     """
-    try:
-        workflow = ctx.registry.get(model)
-        if workflow is None:
-            raise model_not_found(model)
-        check_bounds(texts, ctx, param)
-        if not ctx.slots.try_acquire():
-            ctx.metrics.rejected.labels("overload").inc()
-            raise overloaded()
-    except OpenAIError:
-        observer.finish("client_error")
-        raise
+    workflow = ctx.registry.get(model)
+    if workflow is None:
+        raise model_not_found(model)
+    check_bounds(texts, ctx, param)
+    if not ctx.slots.try_acquire():
+        ctx.metrics.rejected.labels("overload").inc()
+        raise overloaded()
     return workflow

@@ -6,6 +6,8 @@ every API and both modes.
 
 from __future__ import annotations
 
+import asyncio
+
 from service.contract.errors import (
     GENERIC_SERVER_ERROR,
     OpenAIError,
@@ -29,19 +31,46 @@ class CoreFunctionError(OpenAIError):
         self.function: CoreFunction = function
 
 
-def run_failure(ended: RunEnded) -> tuple[OpenAIError, Outcome] | None:
+# Errors whose outcome is not told by their status alone.
+_OUTCOME_BY_CODE: dict[str | None, Outcome] = {
+    "timeout": "timeout",
+    "upstream_timeout": "timeout",
+    "cancelled": "cancelled",
+    "overloaded": "client_error",  # the request was refused before any work
+}
+
+
+def outcome_of(error: BaseException) -> Outcome:
+    """How a request that ended with `error` is counted (`autogen_requests_total{outcome}`)."""
+    if isinstance(error, (ClientGone, asyncio.CancelledError)):
+        return "cancelled"
+    if isinstance(error, OpenAIError):
+        known = _OUTCOME_BY_CODE.get(error.code)
+        if known is not None:
+            return known
+        return "client_error" if error.status_code < 500 else "server_error"
+    return "server_error"
+
+
+def run_error(ended: RunEnded) -> OpenAIError | None:
     """The client-facing error of a run that did not produce an answer (None when it did).
 
     No upstream or internal details reach the client: they are in the log, with the trace id.
     """
     if ended.reason is RunEndReason.DEADLINE:
-        return deadline_passed(), "timeout"
+        return deadline_passed()
     if ended.reason is RunEndReason.CANCELLED:  # the server stopped it (shutdown): retry elsewhere
-        return OpenAIError(503, "The run was cancelled before it finished.", code="cancelled"), "cancelled"
+        return OpenAIError(503, "The run was cancelled before it finished.", code="cancelled")
     if ended.reason is not RunEndReason.FAILED:
         return None
     if ended.failure is FailureKind.UPSTREAM_TIMEOUT:
-        return upstream_timed_out(), "timeout"
+        return upstream_timed_out()
     if ended.failure is FailureKind.UPSTREAM_ERROR:
-        return upstream_failed(), "server_error"
-    return CoreFunctionError("serve_autogen"), "server_error"
+        return upstream_failed()
+    return CoreFunctionError("serve_autogen")
+
+
+def run_failure(ended: RunEnded) -> tuple[OpenAIError, Outcome] | None:
+    """`run_error` with the outcome the request is counted with."""
+    error = run_error(ended)
+    return None if error is None else (error, outcome_of(error))

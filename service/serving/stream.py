@@ -1,81 +1,44 @@
-"""A run behind a streaming response: started as a task, read through a bounded queue, released once.
+"""The stream of a run: its first events (before the status is committed), its response, its loop.
 
 The HTTP status of a stream is committed only when the run has something to say: the first event
-after `RunStarted` (or `STREAM_KEEPALIVE_S`, whichever comes first). A run that fails before that
-(the first model call gets an upstream 502, the deadline passes) is answered with its real status
-(502/504/500) instead of a 200 followed by an error event.
+after `RunStarted` (or `STREAM_KEEPALIVE_S`, whichever comes first): `first_events`. A run that fails
+before that (the first model call gets an upstream 502, the deadline passes) is answered with its
+real status (502/504/500) instead of a 200 followed by an error event.
 
 `pump_events` is the stream's writer loop, the same for every API: the wire format is a
-`StreamWriter` (chat-completion chunks, Responses events).
+`StreamWriter` (chat-completion chunks, Responses events). At the run's end the request is settled
+(`RequestRun.settle`: outcome recorded, slot and locks released) before the last bytes are written.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from asyncio import FIRST_COMPLETED
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
 from typing import Protocol
 
-from autogen_core import CancellationToken
 from fastapi.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 from service.contract.errors import OpenAIError, deadline_passed
 from service.contract.sse import SSE_KEEPALIVE
-from service.observability.metrics import CoreFunction, Outcome, RequestObserver, ServiceMetrics
-from service.protection.capacity import WorkflowSlots
+from service.observability.metrics import CoreFunction, Outcome, RequestObserver
 from service.runs.events import ModelUsage, RunEnded, RunEvent, RunStarted
-from service.serving.errors import ClientGone, CoreFunctionError, run_failure
+from service.serving.errors import ClientGone, CoreFunctionError, outcome_of, run_error
+from service.serving.request_run import RequestRun
 
 logger = logging.getLogger("service.serving.stream")
 
 # How long a stream's first word is awaited before the client's disconnect is watched as well.
 WATCH_AFTER_S = 1.0
 STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no", "Connection": "keep-alive"}
-PRODUCER_STOP_TIMEOUT_S = 5.0
 # A stream may outlive WORKFLOW_TIMEOUT_S by this much: the run's last events after its deadline.
 STREAM_MARGIN_S = 5.0
 MAX_EVENTS_PER_WRITE = 64
 # Events that say nothing yet: the stream's status waits for the next one.
 _SILENT = (RunStarted, ModelUsage)
-
-
-@dataclass
-class StreamRun:
-    """The resources of one streaming run, released exactly once when the response closes."""
-
-    observer: RequestObserver
-    slots: WorkflowSlots
-    metrics: ServiceMetrics
-    token: CancellationToken
-    producer: asyncio.Task[RunEnded] | None = None
-    closed: bool = field(default=False)
-
-    def start(self, run: Awaitable[RunEnded], name: str) -> None:
-        self.metrics.active_streams.inc()
-        self.producer = asyncio.ensure_future(run)
-        self.producer.set_name(name)
-
-    async def close(self) -> None:
-        if self.closed:
-            return
-        self.closed = True
-        producer = self.producer
-        if producer is not None and not producer.done():
-            self.token.cancel()  # stops the agents' model calls at once
-            producer.cancel()
-            with contextlib.suppress(asyncio.CancelledError, TimeoutError):
-                await asyncio.wait_for(asyncio.shield(producer), PRODUCER_STOP_TIMEOUT_S)
-        elif producer is not None and not producer.cancelled():
-            producer.exception()  # retrieved: the run reports its own failures as events
-        self.observer.finish("cancelled")  # no-op when the stream already recorded its outcome
-        if producer is not None:
-            self.metrics.active_streams.dec()
-        self.slots.release()
 
 
 async def _first_word(queue: asyncio.Queue[RunEvent], events: list[RunEvent]) -> None:
@@ -169,7 +132,7 @@ async def pump_events(
     writer: StreamWriter,
     *,
     first: Sequence[RunEvent] = (),
-    observer: RequestObserver | None = None,
+    run: RequestRun | None = None,
     keepalive_s: float = 15.0,
     deadline_s: float | None = None,
     flush_interval_s: float = 0.0,
@@ -184,12 +147,14 @@ async def pump_events(
     gathered for up to `flush_interval_s` (the first output is written at once). `: ping` comments
     keep proxies from closing the connection while an agent thinks. A failure after the first byte
     is written by `writer.error` and ends the stream. `preamble`: how many writes come before the
-    first content (time to first token is measured at the next one).
+    first content (time to first token is measured at the next one). `run` (the request's
+    bookkeeping) is settled with the stream's outcome before its last write.
 
     Raises:
         Nothing to the caller once streaming: failures become the writer's error events (logged,
         and counted as `function` 500s unless they are a run's own failure).
     """
+    observer: RequestObserver | None = run.observer if run is not None else None
     deadline = time.monotonic() + deadline_s if deadline_s else None
     last_write = 0.0
     output_sent = False
@@ -222,18 +187,21 @@ async def pump_events(
             events: list[str] = []
             while True:
                 if isinstance(event, RunEnded):
-                    failure = run_failure(event)
-                    if failure is None:
+                    error = run_error(event)
+                    outcome: Outcome
+                    if error is None:
+                        if run is not None:
+                            await run.producer_done()  # the team is idle: its state is whole
                         closing, outcome = await writer.end(event)
                         events.extend(closing)
                     else:
-                        error, outcome = failure
+                        outcome = outcome_of(error)
                         if isinstance(error, CoreFunctionError) and observer is not None:
                             observer.error(error.function)
                         events.extend(writer.error(error))
-                    if observer is not None:
-                        observer.chunks(len(events))
-                        observer.finish(outcome)
+                    if run is not None:
+                        run.observer.chunks(len(events))
+                        await run.settle(outcome)
                     yield "".join(events)
                     return
                 written = writer.feed(event)
@@ -258,47 +226,18 @@ async def pump_events(
             last_write = time.monotonic()
     except TimeoutError:
         logger.warning("stream deadline passed", extra={"model": model})
-        if observer:
-            observer.finish("timeout")
-        yield "".join(writer.error(deadline_passed()))
+        yield await _failed(writer, run, deadline_passed())
     except CoreFunctionError as exc:
-        if observer:
-            observer.error(exc.function)
-            observer.finish("server_error")
-        yield "".join(writer.error(exc))
+        yield await _failed(writer, run, exc)
     except Exception:
         logger.exception("streaming failed", extra={"model": model})
-        if observer:
-            observer.error(function)
-            observer.finish("server_error")
-        yield "".join(writer.error(CoreFunctionError(function)))
+        yield await _failed(writer, run, CoreFunctionError(function))
 
 
-async def open_stream(
-    run: StreamRun,
-    work: Awaitable[RunEnded],
-    queue: asyncio.Queue[RunEvent],
-    name: str,
-    wait_s: float,
-    client_gone: Callable[[], Awaitable[None]] | None = None,
-) -> list[RunEvent]:
-    """Start the run and wait for its first events (the stream's status is committed after them).
-
-    Raises:
-        OpenAIError: the run failed before saying anything (502/504/500: its real status); the run
-            is closed (and the request counted) before raising.
-        ClientGone: the client went away before the first event (the run is closed).
-    """
-    try:
-        run.start(work, name)
-        first = await first_events(queue, wait_s, client_gone)
-        if first and isinstance(first[-1], RunEnded):
-            failure = run_failure(first[-1])
-            if failure is not None:  # raised: the error handler counts a CoreFunctionError
-                error, outcome = failure
-                run.observer.finish(outcome)
-                raise error
-    except BaseException:
-        await run.close()
-        raise
-    return first
+async def _failed(writer: StreamWriter, run: RequestRun | None, error: OpenAIError) -> str:
+    """The last write of a stream that failed after its first byte; the request settled before it."""
+    if run is not None:
+        if isinstance(error, CoreFunctionError):
+            run.observer.error(error.function)
+        await run.settle(outcome_of(error))
+    return "".join(writer.error(error))

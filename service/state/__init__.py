@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 from service.app_state import StateKey
 from service.config import Settings
-from service.protection.ratelimit import redact_uri
+from service.observability.redact import redact_uri
 from service.state.store import (
     ANONYMOUS_OWNER,
     ConversationRecord,
@@ -20,6 +20,7 @@ from service.state.store import (
     ConversationTurn,
     PendingInput,
     ResponseRecord,
+    StateCorrupt,
     StateStore,
     StateStoreUnavailable,
     StateTooLarge,
@@ -105,6 +106,7 @@ __all__ = [
     "ConversationTurn",
     "PendingInput",
     "ResponseRecord",
+    "StateCorrupt",
     "StateStore",
     "StateStoreHandle",
     "StateStoreUnavailable",

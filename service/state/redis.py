@@ -4,6 +4,8 @@ Keys (prefix `autogen:state:`), each with the TTL of what it belongs to:
 - `resp:<id>` a stored response (JSON), `state:<id>` a team state (of a response or a conversation);
 - `conv:<id>` a hash (`owner`, `created_at`, `metadata`, `run`), `items:<id>` its items (a list of
   JSON), `index:<id>` item id -> position (a hash, for `after=` pagination);
+- `ref:<item id>` every stored item once more, with its owner (`{"owner", "item"}` JSON), for
+  `item_reference` input items;
 - `lock:<key>` a run lock: `SET NX PX`, released by a compare-and-delete script.
 
 A turn is written in one `MULTI`/`EXEC` transaction, under `WATCH` of its conversation so that a
@@ -16,7 +18,8 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Awaitable, Callable
+import secrets
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar, cast
 
 import redis.asyncio as aioredis
@@ -33,6 +36,7 @@ from service.state.store import (
     StateStore,
     StateStoreUnavailable,
     Turn,
+    items_of,
 )
 
 logger = logging.getLogger(__name__)
@@ -40,11 +44,17 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 PREFIX = "autogen:state:"
 SOCKET_TIMEOUT_S = 5.0
+SAVE_BUDGET_S = SOCKET_TIMEOUT_S - 1.0
 WATCH_RETRIES = 5
 _UNLOCK = """
 if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end
 return 0
 """
+_RENEW = """
+if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('pexpire', KEYS[1], ARGV[2]) end
+return 0
+"""
+_KINDS_OF_A_CONVERSATION = ("conv", "items", "index", "state")
 
 
 def _key(kind: str, name: str) -> str:
@@ -58,6 +68,7 @@ class RedisStateStore(StateStore):
         super().__init__(ttl_s)
         self.client = client
         self._unlock = client.register_script(_UNLOCK)
+        self._renew = client.register_script(_RENEW)
 
     @classmethod
     async def open(cls, uri: str, ttl_s: int) -> RedisStateStore:
@@ -104,7 +115,11 @@ class RedisStateStore(StateStore):
         return None if text is None else ResponseRecord.from_json(text)
 
     async def delete_response(self, response_id: str) -> bool:
-        deleted = await self._call(self.client.delete(_key("resp", response_id), _key("state", response_id)))
+        record = await self.get_response(response_id)
+        refs = [] if record is None else [_key("ref", str(item["id"])) for item in items_of(record)]
+        deleted = await self._call(
+            self.client.delete(_key("resp", response_id), _key("state", response_id), *refs)
+        )
         return bool(deleted)
 
     async def load_state(self, key: str) -> bytes | None:
@@ -124,8 +139,9 @@ class RedisStateStore(StateStore):
                 "run": record.run.to_json(),
             },
         )
-        pipe.expire(conversation, self.ttl_s)
         self._queue_items(pipe, record.id, 0, items)
+        self._queue_renew(pipe, record.id)  # the items and their index expire with it
+        self._queue_index(pipe, record.owner, items)
         await self._call(pipe.execute())
 
     def _queue_items(
@@ -139,8 +155,13 @@ class RedisStateStore(StateStore):
             mapping={str(item["id"]): str(start + offset) for offset, item in enumerate(items)},
         )
 
+    def _queue_index(self, pipe: Pipeline, owner: str, items: list[dict[str, Any]]) -> None:
+        for item in items:
+            entry = json.dumps({"owner": owner, "item": item}, ensure_ascii=False)
+            pipe.set(_key("ref", str(item["id"])), entry, ex=self.ttl_s)
+
     def _queue_renew(self, pipe: Pipeline, conversation_id: str) -> None:
-        for kind in ("conv", "items", "index", "state"):
+        for kind in _KINDS_OF_A_CONVERSATION:
             pipe.expire(_key(kind, conversation_id), self.ttl_s)
 
     async def get_conversation(self, conversation_id: str) -> ConversationRecord | None:
@@ -175,8 +196,15 @@ class RedisStateStore(StateStore):
         return await self._call(self._transaction([conversation], update))
 
     async def delete_conversation(self, conversation_id: str) -> bool:
+        item_ids = await self._call(self.client.hkeys(_key("index", conversation_id)))
+        refs = [
+            _key("ref", item_id.decode() if isinstance(item_id, bytes) else str(item_id))
+            for item_id in item_ids
+        ]
+        if refs:
+            await self._call(self.client.delete(*refs))
         deleted = await self._call(
-            self.client.delete(*(_key(kind, conversation_id) for kind in ("conv", "items", "index", "state")))
+            self.client.delete(*(_key(kind, conversation_id) for kind in _KINDS_OF_A_CONVERSATION))
         )
         return bool(deleted)
 
@@ -184,11 +212,13 @@ class RedisStateStore(StateStore):
         conversation, listed = _key("conv", conversation_id), _key("items", conversation_id)
 
         async def append(pipe: Pipeline) -> bool:
-            if not await pipe.exists(conversation):
+            owner = await pipe.hget(conversation, "owner")
+            if owner is None:
                 return False
             count = int(await pipe.llen(listed))
             pipe.multi()  # type: ignore[no-untyped-call]
             self._queue_items(pipe, conversation_id, count, items)
+            self._queue_index(pipe, owner.decode() if isinstance(owner, bytes) else str(owner), items)
             self._queue_renew(pipe, conversation_id)
             await pipe.execute()
             return True
@@ -211,6 +241,8 @@ class RedisStateStore(StateStore):
         else:
             if bound is None:
                 rows = await self._call(self.client.lrange(listed, -(limit + 1), -1))
+            elif bound == 0:
+                rows = []  # nothing is older than the first item (and LRANGE 0 -1 is the whole list)
             else:
                 rows = await self._call(self.client.lrange(listed, max(0, bound - limit - 1), bound - 1))
             rows = list(reversed(rows))
@@ -228,15 +260,36 @@ class RedisStateStore(StateStore):
         row = await self._call(self.client.lindex(_key("items", conversation_id), int(position)))
         return None if row is None else dict(json.loads(row))
 
+    async def get_items(self, item_ids: Sequence[str]) -> dict[str, tuple[str, dict[str, Any]]]:
+        wanted = list(dict.fromkeys(item_ids))
+        if not wanted:
+            return {}
+        rows = await self._call(self.client.mget([_key("ref", item_id) for item_id in wanted]))
+        found: dict[str, tuple[str, dict[str, Any]]] = {}
+        for item_id, row in zip(wanted, rows, strict=True):
+            if row is not None:
+                entry = json.loads(row)
+                found[item_id] = (str(entry["owner"]), dict(entry["item"]))
+        return found
+
     # --- turns and locks ----------------------------------------------------------------------
     async def save_turn(self, turn: Turn) -> bool:
         conversation = turn.conversation
         watch = (
             [] if conversation is None else [_key("conv", conversation.id), _key("items", conversation.id)]
         )
+        # A watched key that expires aborts EXEC (Redis >= 6.0.9): a save that a stalled Redis would
+        # apply after SAVE_BUDGET_S, when this worker has given up and reported the turn failed, is
+        # not applied. The budget is below the socket timeout, after which the worker gives up.
+        fence = _key("fence", secrets.token_hex(8))
+        await self._call(self.client.set(fence, b"1", px=int(SAVE_BUDGET_S * 1000)))
+        watch.append(fence)
 
         async def save(pipe: Pipeline) -> bool:
             count = 0
+            if not await pipe.exists(fence):
+                self.failed()
+                raise StateStoreUnavailable("the save came later than its budget: not applied")
             if conversation is not None:
                 if not await pipe.exists(_key("conv", conversation.id)):
                     return False
@@ -250,8 +303,10 @@ class RedisStateStore(StateStore):
             response = turn.response
             if response is not None:
                 pipe.set(_key("resp", response.id), response.to_json(), ex=self.ttl_s)
+                self._queue_index(pipe, response.owner, items_of(response))
                 if conversation is None:
                     pipe.set(_key("state", response.id), turn.state, ex=self.ttl_s)
+            pipe.delete(fence)
             await pipe.execute()
             return True
 
@@ -261,8 +316,23 @@ class RedisStateStore(StateStore):
         acquired = await self._call(self.client.set(_key("lock", key), token, nx=True, px=int(ttl_s * 1000)))
         return bool(acquired)
 
+    async def renew_lock(self, key: str, token: str, ttl_s: float) -> bool:
+        renewed = await self._call(
+            cast(Awaitable[Any], self._renew(keys=[_key("lock", key)], args=[token, int(ttl_s * 1000)]))
+        )
+        return bool(renewed)
+
+    async def renew_conversation(self, conversation_id: str) -> bool:
+        pipe = self.client.pipeline(transaction=True)
+        self._queue_renew(pipe, conversation_id)
+        renewed = await self._call(pipe.execute())
+        return bool(renewed[0])
+
     async def unlock(self, key: str, token: str) -> None:
         await self._call(cast(Awaitable[Any], self._unlock(keys=[_key("lock", key)], args=[token])))
 
     async def close(self) -> None:
-        await self.client.aclose()
+        try:
+            await self.stop_tasks()
+        finally:
+            await self.client.aclose()

@@ -18,7 +18,7 @@ import json
 import logging
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
@@ -31,6 +31,7 @@ from service.state.store import (
     StateStore,
     StateStoreUnavailable,
     Turn,
+    items_of,
 )
 
 logger = logging.getLogger(__name__)
@@ -53,6 +54,9 @@ CREATE TABLE IF NOT EXISTS items (
 CREATE UNIQUE INDEX IF NOT EXISTS items_by_id ON items (conversation_id, item_id);
 CREATE TABLE IF NOT EXISTS locks (
     key TEXT PRIMARY KEY, token TEXT NOT NULL, expires_at REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS item_refs (
+    item_id TEXT PRIMARY KEY, owner TEXT NOT NULL, data TEXT NOT NULL, expires_at REAL NOT NULL);
+CREATE INDEX IF NOT EXISTS item_refs_expiry ON item_refs (expires_at);
 CREATE INDEX IF NOT EXISTS responses_expiry ON responses (expires_at);
 CREATE INDEX IF NOT EXISTS states_expiry ON states (expires_at);
 CREATE INDEX IF NOT EXISTS conversations_expiry ON conversations (expires_at);
@@ -130,7 +134,7 @@ class SqliteStateStore(StateStore):
             "DELETE FROM items WHERE conversation_id IN (SELECT id FROM conversations WHERE expires_at <= ?)",
             (now,),
         )
-        for table in ("conversations", "responses", "states", "locks"):
+        for table in ("conversations", "responses", "states", "locks", "item_refs"):
             db.execute(f"DELETE FROM {table} WHERE expires_at <= ?", (now,))  # noqa: S608 (fixed names)
 
     def _expiry(self, now: float) -> float:
@@ -149,6 +153,10 @@ class SqliteStateStore(StateStore):
 
     async def delete_response(self, response_id: str) -> bool:
         def delete(db: sqlite3.Connection, now: float) -> bool:
+            row = db.execute("SELECT record FROM responses WHERE id = ?", (response_id,)).fetchone()
+            if row is not None:
+                ids = [(str(item["id"]),) for item in items_of(ResponseRecord.from_json(row[0]))]
+                db.executemany("DELETE FROM item_refs WHERE item_id = ?", ids)
             found = db.execute(
                 "DELETE FROM responses WHERE id = ? AND expires_at > ?", (response_id, now)
             ).rowcount
@@ -183,6 +191,7 @@ class SqliteStateStore(StateStore):
                 ),
             )
             self._append(db, record.id, 0, items)
+            self._index(db, record.owner, items, self._expiry(now))
 
         await self._call(self._write, create)
 
@@ -198,6 +207,13 @@ class SqliteStateStore(StateStore):
             ],
         )
         db.execute("UPDATE conversations SET items = items + ? WHERE id = ?", (len(items), conversation_id))
+
+    @staticmethod
+    def _index(db: sqlite3.Connection, owner: str, items: list[dict[str, Any]], expiry: float) -> None:
+        db.executemany(
+            "INSERT OR REPLACE INTO item_refs (item_id, owner, data, expires_at) VALUES (?, ?, ?, ?)",
+            [(str(item["id"]), owner, json.dumps(item, ensure_ascii=False), expiry) for item in items],
+        )
 
     async def get_conversation(self, conversation_id: str) -> ConversationRecord | None:
         def read() -> tuple[Any, ...] | None:
@@ -237,6 +253,11 @@ class SqliteStateStore(StateStore):
             found = db.execute(
                 "DELETE FROM conversations WHERE id = ? AND expires_at > ?", (conversation_id, now)
             ).rowcount
+            db.execute(
+                "DELETE FROM item_refs WHERE item_id IN "
+                "(SELECT item_id FROM items WHERE conversation_id = ?)",
+                (conversation_id,),
+            )
             db.execute("DELETE FROM items WHERE conversation_id = ?", (conversation_id,))
             db.execute("DELETE FROM states WHERE id = ?", (conversation_id,))
             return bool(found)
@@ -256,6 +277,8 @@ class SqliteStateStore(StateStore):
                 return False
             self._append(db, conversation_id, count, items)
             self._renew(db, conversation_id, now)
+            owner = db.execute("SELECT owner FROM conversations WHERE id = ?", (conversation_id,)).fetchone()
+            self._index(db, str(owner[0]), items, self._expiry(now))
             return True
 
         return await self._call(self._write, append)
@@ -317,6 +340,22 @@ class SqliteStateStore(StateStore):
         text = await self._call(read)
         return None if text is None else dict(json.loads(text))
 
+    async def get_items(self, item_ids: Sequence[str]) -> dict[str, tuple[str, dict[str, Any]]]:
+        def read() -> list[tuple[str, str, str]]:
+            wanted = list(dict.fromkeys(item_ids))
+            marks = ", ".join("?" * len(wanted))
+            rows: list[tuple[str, str, str]] = self.db.execute(
+                f"SELECT item_id, owner, data FROM item_refs WHERE item_id IN ({marks}) "  # noqa: S608
+                "AND expires_at > ?",
+                (*wanted, time.time()),
+            ).fetchall()
+            return rows
+
+        if not item_ids:
+            return {}
+        rows = await self._call(read)
+        return {item_id: (owner, dict(json.loads(data))) for item_id, owner, data in rows}
+
     # --- turns and locks ----------------------------------------------------------------------
     async def save_turn(self, turn: Turn) -> bool:
         def save(db: sqlite3.Connection, now: float) -> bool:
@@ -341,6 +380,7 @@ class SqliteStateStore(StateStore):
                     "INSERT INTO responses (id, record, expires_at) VALUES (?, ?, ?)",
                     (response.id, response.to_json(), expiry),
                 )
+                self._index(db, response.owner, items_of(response), expiry)
                 if conversation is None:
                     db.execute(
                         "INSERT INTO states (id, data, expires_at) VALUES (?, ?, ?)",
@@ -363,6 +403,26 @@ class SqliteStateStore(StateStore):
 
         return await self._call(lock)
 
+    async def renew_lock(self, key: str, token: str, ttl_s: float) -> bool:
+        def renew() -> bool:
+            now = time.time()
+            cursor = self.db.execute(
+                "UPDATE locks SET expires_at = ? WHERE key = ? AND token = ? AND expires_at > ?",
+                (now + ttl_s, key, token, now),
+            )
+            return cursor.rowcount == 1
+
+        return await self._call(renew)
+
+    async def renew_conversation(self, conversation_id: str) -> bool:
+        def renew(db: sqlite3.Connection, now: float) -> bool:
+            if self._live_items(db, conversation_id, now) is None:
+                return False
+            self._renew(db, conversation_id, now)
+            return True
+
+        return await self._call(self._write, renew)
+
     async def unlock(self, key: str, token: str) -> None:
         def unlock() -> None:
             self.db.execute("DELETE FROM locks WHERE key = ? AND token = ?", (key, token))
@@ -370,6 +430,8 @@ class SqliteStateStore(StateStore):
         await self._call(unlock)
 
     async def close(self) -> None:
+        await self.stop_tasks()
+
         def close() -> None:
             if self._db is not None:
                 self._db.close()

@@ -7,7 +7,11 @@ Kept, each with a time to live (`STATE_TTL_S`):
   id, or by the conversation id for a conversation (one state per conversation, replaced each turn);
 - a conversation (`ConversationRecord`) and its items (inputs and outputs, in order); its TTL is
   renewed by every turn and every change;
-- per-conversation (or per-response) run locks, whose expiry frees a lock a dead worker held.
+- per-conversation (or per-response) run locks: leases renewed while their turn runs, whose expiry
+  frees within seconds a lock that a dead worker held;
+- every stored item (a response's input and output items, a conversation's items) once more by its
+  own id, with its owner (`get_items`): what a Responses `item_reference` input item points at. It
+  is kept for the TTL from when it was written (a conversation's renewals do not extend it).
 
 A turn is saved in one transaction (`save_turn`): the response, its state, the conversation's items
 and head move together or not at all. Nothing is saved for a failed or cancelled run, or with
@@ -19,10 +23,11 @@ another key's object is answered exactly like a missing one.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import zlib
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
@@ -34,6 +39,11 @@ _STATE_FORMAT = b"z1"  # zlib-compressed JSON, format 1
 
 class StateStoreUnavailable(RuntimeError):
     """The store could not be reached or failed (a 503 for the caller; details in the log)."""
+
+
+class StateCorrupt(ValueError):
+    """Stored state that cannot be read back: garbage, bad zlib, not a JSON object, nested too deep,
+    or inflating past `STATE_MAX_BYTES` (a 409 `state_incompatible` for the caller, never a 500)."""
 
 
 class StateTooLarge(ValueError):
@@ -58,12 +68,32 @@ def encode_state(state: Mapping[str, Any], max_bytes: int) -> tuple[bytes, int]:
     return _STATE_FORMAT + zlib.compress(text, 1), len(text)
 
 
-def decode_state(data: bytes) -> dict[str, Any]:
+def decode_state(data: bytes, max_bytes: int) -> dict[str, Any]:
+    """A stored state back as the team's `save_state()` dict.
+
+    Decompression stops at `max_bytes` (the bound `encode_state` checked on save), so a stored
+    zlib bomb costs at most that much memory.
+
+    Raises:
+        StateCorrupt: anything but a stored state of this format within the bound.
+    """
     if not data.startswith(_STATE_FORMAT):
-        raise ValueError("unknown state format")
-    state = json.loads(zlib.decompress(data[len(_STATE_FORMAT) :]))
+        raise StateCorrupt("unknown state format")
+    inflater = zlib.decompressobj()
+    try:
+        text = inflater.decompress(data[len(_STATE_FORMAT) :], max_bytes + 1)
+    except zlib.error as exc:
+        raise StateCorrupt(f"not zlib data: {exc}") from None
+    if len(text) > max_bytes or inflater.unconsumed_tail:
+        raise StateCorrupt(f"inflates past {max_bytes} bytes")
+    if not inflater.eof:
+        raise StateCorrupt("truncated")
+    try:
+        state = json.loads(text)
+    except (ValueError, RecursionError) as exc:
+        raise StateCorrupt(f"not JSON: {type(exc).__name__}") from None
     if not isinstance(state, dict):
-        raise ValueError("a saved state is a JSON object")
+        raise StateCorrupt("a saved state is a JSON object")
     return state
 
 
@@ -146,6 +176,12 @@ class ConversationTurn:
     run: ConversationRun
 
 
+def items_of(record: ResponseRecord) -> list[dict[str, Any]]:
+    """A stored response's items, inputs then outputs (what `item_reference` can point at)."""
+    output = record.response.get("output", [])
+    return [*record.input_items, *(item for item in output if isinstance(item, dict))]
+
+
 @dataclass
 class Turn:
     """Everything one finished turn stores, in one transaction."""
@@ -171,6 +207,20 @@ class StateStore(ABC):
         self.ttl_s = ttl_s
         # Called once per failed operation (the service counts them in a metric).
         self.on_error: Callable[[], None] | None = None
+        # Tasks working on the store in the background (lease renewals, retried unlocks).
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def keep(self, task: asyncio.Task[None]) -> asyncio.Task[None]:
+        """Hold `task` until it ends (it is cancelled when the store closes)."""
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    async def stop_tasks(self) -> None:
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     def failed(self) -> None:
         if self.on_error is not None:
@@ -220,18 +270,39 @@ class StateStore(ABC):
     @abstractmethod
     async def get_item(self, conversation_id: str, item_id: str) -> dict[str, Any] | None: ...
 
+    @abstractmethod
+    async def get_items(self, item_ids: Sequence[str]) -> dict[str, tuple[str, dict[str, Any]]]:
+        """The stored items with these ids, whoever stored them: id -> (owner, item); unknown or
+        expired ids are left out (the caller compares the owner)."""
+
     # --- turns and locks ----------------------------------------------------------------------
     @abstractmethod
     async def save_turn(self, turn: Turn) -> bool:
-        """Store a finished turn atomically; False (nothing stored) when its conversation is gone."""
+        """Store a finished turn atomically; False (nothing stored) when its conversation is gone.
+        The response's input and output items are also kept by id (`get_items`).
+        A save that a stalled store would apply after its caller gave up (and told its client the
+        turn failed) is not applied.
+
+        Raises:
+            StateStoreUnavailable: the store failed, or could not apply the save in time."""
 
     @abstractmethod
     async def try_lock(self, key: str, token: str, ttl_s: float) -> bool:
         """Take the run lock `key` for `token` unless someone else holds it (expired locks are free)."""
 
     @abstractmethod
+    async def renew_lock(self, key: str, token: str, ttl_s: float) -> bool:
+        """Extend the lock to `ttl_s` from now if `token` still holds it (a lease renewed while its
+        turn runs, so that a dead holder's lock is free within one `ttl_s`); False when it is lost."""
+
+    @abstractmethod
     async def unlock(self, key: str, token: str) -> None:
         """Release the lock if `token` still holds it."""
+
+    @abstractmethod
+    async def renew_conversation(self, conversation_id: str) -> bool:
+        """Renew a conversation's TTL (with its items and state); False when it is gone. A turn calls
+        it when it starts, so a conversation never expires under a running turn."""
 
     @abstractmethod
     async def close(self) -> None: ...

@@ -17,9 +17,10 @@ from autogen_agentchat.messages import BaseAgentEvent, BaseChatMessage, TextMess
 from autogen_core import CancellationToken
 from autogen_core.models import AssistantMessage, ChatCompletionClient, LLMMessage, SystemMessage, UserMessage
 
+from service.runs.history import ASSISTANT_SOURCE
+
 # The sources the service gives the caller's messages (see `service.serving.task`).
 SYSTEM_SOURCE = "system"
-ASSISTANT_SOURCE = "assistant"
 
 
 def to_llm_message(message: BaseChatMessage) -> LLMMessage:

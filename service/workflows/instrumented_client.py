@@ -14,6 +14,8 @@ autogen-core's message bus (a task, a tracing block and a serialization per chun
 CPU than everything else in a request. So teams run with `model_client_stream` off, and for an agent
 configured to stream, `create` streams from the model itself and hands each token straight to the
 run: the client receives the same tokens in the same order, and the bus carries only whole messages.
+It does so in both modes: a non-streamed request makes the very same model calls as a streamed one
+(the same timing, so time-based terminations agree; the same reasoning and text).
 """
 
 from __future__ import annotations
@@ -73,8 +75,8 @@ class InstrumentedChatCompletionClient(ChatCompletionClient):
 
     def _start_span(self, run: RunContext | None) -> Span:
         trace_run = run.trace if run is not None else None
-        if trace_run is not None and trace_run.observer is not None:
-            trace_run.observer.model_call()
+        if run is not None:
+            run.model_call_started()
         parent = trace_run.agent_span(self.agent) if trace_run is not None and self.agent else None
         attributes: dict[str, Any] = {GEN_AI_OPERATION: "chat", GEN_AI_REQUEST_MODEL: self.model_name}
         if self.agent:
@@ -145,7 +147,10 @@ class InstrumentedChatCompletionClient(ChatCompletionClient):
         cancellation_token: CancellationToken | None = None,
     ) -> CreateResult:
         run = current_run_context.get()
-        streams = run is not None and run.stream_tokens and self.stream_tokens and self.agent is not None
+        # Whether the client streams or not, the call is the same (docs/service-contract.md).
+        streams = run is not None and self.stream_tokens and self.agent is not None
+        if run is not None:
+            await run.model_call_starts()
         span = self._start_span(run)
         args = self._create_args(run, extra_create_args)
         try:
@@ -154,7 +159,9 @@ class InstrumentedChatCompletionClient(ChatCompletionClient):
                     assert run is not None and self.agent is not None
                     result = await self._stream_to_run(
                         run,
-                        self.agent,
+                        # Structured output's answer is the parsed object's canonical JSON (what
+                        # the agent's `StructuredMessage` says), not the model's raw tokens.
+                        None if isinstance(json_output, type) else self.agent,
                         self.inner.create_stream(
                             messages,
                             tools=tools,
@@ -181,13 +188,16 @@ class InstrumentedChatCompletionClient(ChatCompletionClient):
 
     @staticmethod
     async def _stream_to_run(
-        run: RunContext, agent: str, stream: AsyncGenerator[str | CreateResult, None]
+        run: RunContext, agent: str | None, stream: AsyncGenerator[str | CreateResult, None]
     ) -> CreateResult:
+        """The call's result; its tokens handed to the run as they come, as `agent`'s (None: kept back)."""
         offer = run.offer_token
         try:
             async for item in stream:
                 if isinstance(item, CreateResult):
                     return item
+                if agent is None:
+                    continue
                 rest = offer(agent, item)
                 if rest:  # the client reads slower than the model writes: wait for room
                     await run.send_all(rest)
@@ -206,6 +216,8 @@ class InstrumentedChatCompletionClient(ChatCompletionClient):
         cancellation_token: CancellationToken | None = None,
     ) -> AsyncGenerator[str | CreateResult, None]:
         run = current_run_context.get()
+        if run is not None:
+            await run.model_call_starts()
         span = self._start_span(run)
         stream = self.inner.create_stream(
             messages,

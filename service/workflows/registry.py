@@ -34,11 +34,13 @@ from service.runs.execute import Runner, RunRequest
 from service.runs.text import DEFAULT_MARKERS
 from service.workflows import shared
 from service.workflows.direct import DirectModelAgent
-from service.workflows.guard import TEXT_MENTION_PROVIDERS, WorkflowRefused, check, components
+from service.workflows.guard import TEXT_MENTION_PROVIDERS, CodePolicy, WorkflowRefused, check, components
 from service.workflows.instrumented_client import InstrumentedChatCompletionClient
+from service.workflows.lean_teams import use_lean_runtime
 from service.workflows.mcp import SharedMcpWorkbench
 from service.workflows.terminations import SourcedTextMentionTermination
 from service.workflows.upstream_http import guard as guard_upstream
+from service.workflows.upstream_parsing import lean_parsing
 from service.workflows.user_proxy import USER_PROXY_PROVIDERS, ServedUserProxyAgent
 
 logger = logging.getLogger(__name__)
@@ -93,6 +95,8 @@ class Workflow:
     service_turn_cap: int | None = None
     warnings: tuple[str, ...] = ()
     handoff_tools: frozenset[str] = frozenset()
+    # The runtime its teams run on: `lean`, `default` (AgentChat's), or None (no team).
+    agent_runtime: Literal["lean", "default"] | None = None
 
     def build(self) -> Runner:
         """A new runner (teams hold conversation state) that shares the parsed definition and clients."""
@@ -234,6 +238,8 @@ class WorkflowRegistry:
                 workflow = self.register_json(model_id, text, source=origin)
             except WorkflowLoadError as exc:
                 report.failed[origin] = str(exc)
+            except BaseException as exc:  # what a file's code raised anywhere else: skip the file
+                report.failed[origin] = f"cannot load: {exc.__class__.__name__}: {exc}"
             else:
                 report.loaded.append(model_id)
                 for warning in workflow.warnings:
@@ -285,16 +291,33 @@ class WorkflowRegistry:
             report = check(
                 document,
                 allowed_providers=settings.workflow_allowed_providers,
-                allow_code_execution=settings.allow_code_execution,
+                policy=CodePolicy(
+                    function_tools=settings.allow_function_tools,
+                    stdio_mcp=settings.allow_stdio_mcp,
+                    code_execution=settings.allow_code_execution,
+                ),
             )
         except WorkflowRefused as exc:
             raise WorkflowLoadError(str(exc)) from None
+        for code in report.code:
+            logger.info(
+                "code-bearing workflow component loading",
+                extra={
+                    "model": model_id,
+                    "source": source,
+                    "kind": code.kind,
+                    "provider": code.provider,
+                    "component": code.name,
+                    "detail": code.detail,
+                },
+            )
         service_turn_cap = self._cap_turns(document) if kind == "team" else None
         references: list[dict[str, Any]] = []
         try:
             self._substitute(document)
             self._share_model_clients(document, model_id, references)
             self._share_tools_and_workbenches(document, model_id, references)
+            agent_runtime = self._choose_runtime(document, model_id)
             # Token streaming happens in the instrumented model clients, not on AgentChat's bus.
             definition = ComponentModel.model_validate(self._without_token_streaming(document))
             loader: type[Team] | type[ChatAgent] = Team if kind == "team" else ChatAgent
@@ -303,7 +326,9 @@ class WorkflowRegistry:
         except WorkflowLoadError:
             self._release_later(references)
             raise
-        except Exception as exc:
+        except BaseException as exc:
+            # Top-level code of a FunctionTool may raise anything, SystemExit and KeyboardInterrupt
+            # included: that is this file's failure, not the worker's.
             self._release_later(references)
             raise WorkflowLoadError(f"cannot build the component: {exc.__class__.__name__}: {exc}") from exc
         if model_id in self._workflows:
@@ -322,6 +347,7 @@ class WorkflowRegistry:
             service_turn_cap=service_turn_cap,
             warnings=tuple(report.warnings),
             handoff_tools=_handoff_tools(document),
+            agent_runtime=agent_runtime,
         )
         self._workflows[model_id] = workflow
         return workflow
@@ -427,6 +453,28 @@ class WorkflowRegistry:
             elif node["provider"] in TEXT_MENTION_PROVIDERS and (node.get("config") or {}).get("sources"):
                 node["provider"] = SourcedTextMentionTermination.component_provider_override
 
+    def _choose_runtime(self, document: dict[str, Any], model_id: str) -> Literal["lean", "default"] | None:
+        """Load the workflow's teams on the lean runtime where they can be (`lean_teams`); the
+        log names the workflows whose teams keep AgentChat's default runtime, and why."""
+        teams = list(components(document, "team"))
+        if not teams:
+            return None
+        settings = self._settings
+        if settings.agent_runtime == "default" or settings.autogen_runtime_tracing:
+            reason = (
+                "AGENT_RUNTIME=default" if settings.agent_runtime == "default" else "runtime tracing is on"
+            )
+            logger.info("teams on AgentChat's default runtime", extra={"model": model_id, "reason": reason})
+            return "default"
+        others = use_lean_runtime(teams)
+        if not others:
+            return "lean"
+        logger.warning(
+            "teams on AgentChat's default runtime",
+            extra={"model": model_id, "reason": f"team types the lean runtime does not run: {others}"},
+        )
+        return "default"
+
     def _owners(self, document: dict[str, Any]) -> dict[int, tuple[str, bool]]:
         """Model client node (by identity) -> (who calls it, whether its tokens stream to the client)."""
         owners: dict[int, tuple[str, bool]] = {}
@@ -459,6 +507,8 @@ class WorkflowRegistry:
                 max_event_bytes=self._settings.upstream_max_event_bytes,
                 max_body_bytes=self._settings.upstream_max_body_bytes,
             )
+            if self._settings.upstream_parsing == "lean":
+                lean_parsing(client)
         return InstrumentedChatCompletionClient(client, agent, _model_name(spec), streams)
 
     def _share_model_clients(

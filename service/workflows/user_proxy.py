@@ -9,10 +9,14 @@ next message is the person's answer.
 
 from __future__ import annotations
 
+from collections.abc import AsyncGenerator, Sequence
 from typing import Self
 
 from autogen_agentchat.agents import UserProxyAgent
 from autogen_agentchat.agents._user_proxy_agent import UserProxyAgentConfig
+from autogen_agentchat.base import Response
+from autogen_agentchat.messages import BaseAgentEvent, BaseChatMessage
+from autogen_core import CancellationToken
 
 from service.runs.context import input_function
 
@@ -26,7 +30,21 @@ USER_PROXY_PROVIDERS = frozenset(
 
 class ServedUserProxyAgent(UserProxyAgent):
     component_provider_override = "service.workflows.user_proxy.ServedUserProxyAgent"
+    # The last message another agent sent it: the question it asks (`RunContext.stop_for_input`).
+    told: BaseChatMessage | None = None
 
     @classmethod
     def _from_config(cls, config: UserProxyAgentConfig) -> Self:
-        return cls(name=config.name, description=config.description, input_func=input_function(config.name))
+        agent = cls(
+            name=config.name,
+            description=config.description,
+            input_func=input_function(config.name, lambda: agent.told),
+        )
+        return agent
+
+    async def on_messages_stream(
+        self, messages: Sequence[BaseChatMessage], cancellation_token: CancellationToken
+    ) -> AsyncGenerator[BaseAgentEvent | BaseChatMessage | Response, None]:
+        self.told = next((message for message in reversed(messages) if message.source != self.name), None)
+        async for item in super().on_messages_stream(messages, cancellation_token):
+            yield item

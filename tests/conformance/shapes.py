@@ -8,6 +8,7 @@ the finish reason, whether the team waits for a person.
 
 from __future__ import annotations
 
+import json
 import sys
 import warnings
 from collections.abc import Callable
@@ -17,7 +18,12 @@ from typing import Any
 
 from autogen_agentchat.agents import AssistantAgent, CodeExecutorAgent, SocietyOfMindAgent, UserProxyAgent
 from autogen_agentchat.base import ChatAgent, Team
-from autogen_agentchat.conditions import HandoffTermination, MaxMessageTermination, TextMentionTermination
+from autogen_agentchat.conditions import (
+    HandoffTermination,
+    MaxMessageTermination,
+    TextMentionTermination,
+    TimeoutTermination,
+)
 from autogen_agentchat.teams import (
     DiGraphBuilder,
     GraphFlow,
@@ -31,6 +37,7 @@ from autogen_core.tools import FunctionTool
 from autogen_ext.code_executors.local import LocalCommandLineCodeExecutor
 from autogen_ext.models.openai import OpenAIChatCompletionClient
 from autogen_ext.tools.mcp import McpWorkbench, StdioServerParams
+from pydantic import BaseModel
 
 from loadtests.scripted_llm import (
     MAGENTIC_FACTS_RE,
@@ -67,8 +74,12 @@ class Shape:
     # Starts code execution: refused unless ALLOW_CODE_EXECUTION=true.
     runs_code: bool = False
     # The question, when it is not the first user message.
-    messages: tuple[dict[str, str], ...] = ({"role": "user", "content": "Please help."},)
+    messages: tuple[dict[str, Any], ...] = ({"role": "user", "content": "Please help."},)
     extra: dict[str, Any] = field(default_factory=dict)
+    # The workflow file's top-level `answer_agent` (the agent whose text streams as the answer).
+    live_answer_agent: str | None = None
+    # Text that must never be in the answer (a reasoning model's thinking).
+    never_in_answer: str | None = None
 
 
 def get_weather(city: str) -> str:
@@ -80,10 +91,11 @@ def weather_tool() -> FunctionTool:
     return FunctionTool(get_weather, description="The weather of a city.")
 
 
-def client_for(base_url: str) -> OpenAIChatCompletionClient:
+def client_for(base_url: str, **model_info: Any) -> OpenAIChatCompletionClient:
     """A model client for the fake, as a user configures one (the key comes from OPENAI_API_KEY)."""
+    info: Any = {**LLM_MODEL_INFO, **model_info}
     return OpenAIChatCompletionClient(
-        model="scripted", base_url=base_url, api_key="sk-corpus", max_retries=0, model_info=LLM_MODEL_INFO
+        model="scripted", base_url=base_url, api_key="sk-corpus", max_retries=0, model_info=info
     )
 
 
@@ -352,6 +364,112 @@ def _user_proxy_script() -> list[Rule]:
     return [rule("What is your name?", system="You are the greeter.")]
 
 
+# --- reasoning models, structured output, time and handoff terminations, parallel tool calls ------
+SECRET = "SECRET-CHAIN"
+THINKING = f"{SECRET} the user wants 3+4."
+R1_ANSWER = "The answer is 7."
+
+
+def client_like(client: OpenAIChatCompletionClient, **model_info: Any) -> OpenAIChatCompletionClient:
+    """The corpus's client to the fake, with other model_info (an R1 model, structured output)."""
+    config = client.dump_component().config
+    return client_for(str(config["base_url"]), **model_info)
+
+
+def thinker(client: OpenAIChatCompletionClient, *, stream: bool) -> AssistantAgent:
+    return AssistantAgent(
+        "thinker",
+        model_client=client_like(client, family="r1"),
+        model_client_stream=stream,
+        system_message="You are the thinker.",
+    )
+
+
+def _r1_script() -> list[Rule]:
+    # An R1-style model writes its reasoning in the content, in a `<think>` block.
+    return [rule(f"<think>{THINKING}</think>{R1_ANSWER}", system="You are the thinker.")]
+
+
+def _reasoning_content_script() -> list[Rule]:
+    # A DeepSeek-style upstream streams its reasoning apart, as `delta.reasoning_content`.
+    return [rule(Reply(reasoning=THINKING, text=R1_ANSWER), system="You are the thinker.")]
+
+
+def _r1_answer_agent(client: OpenAIChatCompletionClient, _: Path) -> Team:
+    researcher = AssistantAgent(
+        "researcher", model_client=client, model_client_stream=True, system_message="You are the researcher."
+    )
+    return RoundRobinGroupChat([researcher, thinker(client, stream=True)], max_turns=2)
+
+
+def _r1_answer_agent_script() -> list[Rule]:
+    return [rule("The numbers are 3 and 4.", system="You are the researcher."), *_r1_script()]
+
+
+class CityFacts(BaseModel):
+    city: str
+    population: int
+
+
+def _structured(client: OpenAIChatCompletionClient, _: Path) -> ChatAgent:
+    return AssistantAgent(
+        "geographer",
+        model_client=client_like(client, structured_output=True),
+        output_content_type=CityFacts,
+        model_client_stream=True,
+        system_message="You are the geographer.",
+    )
+
+
+def _structured_script() -> list[Rule]:
+    # The model's tokens have spaces; the answer is the object's canonical JSON, streamed or not.
+    return [rule('{"city": "Paris", "population": 2100000}', system="You are the geographer.", json=True)]
+
+
+TIMEOUT_S = 1.0
+SLOW_CALL_MS = 1_500
+
+
+def _timeout(client: OpenAIChatCompletionClient, _: Path) -> Team:
+    a, b = _graph_agents(client, ("first", "second"))
+    return RoundRobinGroupChat(
+        [a, b], termination_condition=TimeoutTermination(TIMEOUT_S) | MaxMessageTermination(10)
+    )
+
+
+def _timeout_script() -> list[Rule]:
+    # The second call outlasts the timeout: the team stops after it, in both modes. A third call
+    # would find no rule (the fake answers 400) and fail the run.
+    return [
+        rule("Step one.", system="You are first."),
+        rule(Reply(text="Step two, done.", ttft_ms=SLOW_CALL_MS), system="You are second."),
+    ]
+
+
+def _handoff_out(client: OpenAIChatCompletionClient, _: Path) -> Team:
+    clerk = AssistantAgent(
+        "clerk",
+        model_client=client,
+        handoffs=["manager"],
+        model_client_stream=True,
+        system_message="You are the clerk.",
+    )
+    return Swarm([clerk], termination_condition=HandoffTermination("manager") | MaxMessageTermination(5))
+
+
+def _handoff_out_script() -> list[Rule]:
+    reply = Reply(text="This needs a manager.", tool_calls=[handoff("manager")])
+    return [rule(reply, system="You are the clerk.")]
+
+
+def _parallel_tools_script() -> list[Rule]:
+    calls = [ToolCall(name="get_weather", arguments={"city": city}) for city in ("Paris", "Oslo")]
+    return [
+        rule(Reply(tool_calls=calls), system="You are the weather agent.", tools=True),
+        rule("Sunny in both.", system="You are the weather agent.", last_role="tool"),
+    ]
+
+
 def _code_execution(client: OpenAIChatCompletionClient, work_dir: Path) -> Team:
     coder = AssistantAgent("coder", model_client=client, system_message="You are the coder.")
     with warnings.catch_warnings():  # AgentChat warns that a local executor runs code: that is the point
@@ -364,6 +482,52 @@ def _code_execution(client: OpenAIChatCompletionClient, work_dir: Path) -> Team:
 
 def _code_execution_script() -> list[Rule]:
     return [rule("Run this:\n```python\nprint(6 * 7)\n```", system="You are the coder.")]
+
+
+# --- an image in (issue 21, item 5) ---------------------------------------------------------
+# A 2x2 red PNG, as a data URL: what a chat client sends for an attached picture.
+RED_SQUARE_PNG = (
+    "data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAIAAAACCAIAAAD91JpzAAAAFklEQVR4nGP8z8DAwMDAxMDAwMDA"
+    "AAANHQEDasKb6QAAAABJRU5ErkJggg=="
+)
+IMAGE_QUESTION: dict[str, Any] = {
+    "role": "user",
+    "content": [
+        {"type": "text", "text": "What is in this picture?"},
+        {"type": "image_url", "image_url": {"url": RED_SQUARE_PNG, "detail": "low"}},
+    ],
+}
+
+
+def seeing_client(client: OpenAIChatCompletionClient) -> OpenAIChatCompletionClient:
+    """The corpus's client, with a model that can see (model_info vision)."""
+    config = client.dump_component().config
+    return OpenAIChatCompletionClient(
+        model="scripted",
+        base_url=config["base_url"],
+        api_key="sk-corpus",
+        max_retries=0,
+        model_info={**LLM_MODEL_INFO, "vision": True},
+    )
+
+
+def _vision_team(client: OpenAIChatCompletionClient, _: Path) -> Team:
+    """A seeing describer and a blind editor: AgentChat gives the editor the text alone."""
+    describer = AssistantAgent(
+        "describer",
+        model_client=seeing_client(client),
+        model_client_stream=True,
+        system_message="You are the describer.",
+    )
+    editor = AssistantAgent("editor", model_client=client, system_message="You are the editor.")
+    return RoundRobinGroupChat([describer, editor], termination_condition=MaxMessageTermination(3))
+
+
+def _vision_script() -> list[Rule]:
+    return [
+        rule("A small red square.", system="You are the describer."),
+        rule("It is a red square.", system="You are the editor."),
+    ]
 
 
 SHAPES: tuple[Shape, ...] = (
@@ -516,6 +680,80 @@ SHAPES: tuple[Shape, ...] = (
         input_required="user_proxy",
     ),
     Shape(
+        "r1-thinking",
+        lambda client, _: thinker(client, stream=True),
+        _r1_script,
+        answer=R1_ANSWER,
+        answer_agent="thinker",
+        activity=(("thought", "thinker"),),
+        transcript=(THINKING,),
+        never_in_answer=SECRET,
+    ),
+    Shape(
+        "r1-thinking-no-stream",
+        lambda client, _: thinker(client, stream=False),
+        _r1_script,
+        answer=R1_ANSWER,
+        answer_agent="thinker",
+        activity=(("thought", "thinker"),),
+        transcript=(THINKING,),
+        never_in_answer=SECRET,
+    ),
+    Shape(
+        "r1-reasoning-content",
+        lambda client, _: thinker(client, stream=True),
+        _reasoning_content_script,
+        answer=R1_ANSWER,
+        answer_agent="thinker",
+        activity=(("thought", "thinker"),),
+        transcript=(THINKING,),
+        never_in_answer=SECRET,
+    ),
+    Shape(
+        "r1-answer-agent",
+        _r1_answer_agent,
+        _r1_answer_agent_script,
+        answer=R1_ANSWER,
+        answer_agent="thinker",
+        activity=(("agent_turn", "researcher"), ("thought", "thinker")),
+        transcript=("The numbers are 3 and 4.", THINKING),
+        live_answer_agent="thinker",
+        never_in_answer=SECRET,
+    ),
+    Shape(
+        "structured-output",
+        _structured,
+        _structured_script,
+        answer='{"city":"Paris","population":2100000}',
+        answer_agent="geographer",
+    ),
+    Shape(
+        "timeout-termination",
+        _timeout,
+        _timeout_script,
+        answer="Step two, done.",
+        answer_agent="second",
+        activity=(("agent_turn", "first"),),
+        transcript=("Step one.",),
+    ),
+    Shape(
+        "handoff-termination",
+        _handoff_out,
+        _handoff_out_script,
+        answer="This needs a manager.",
+        answer_agent="clerk",
+        activity=(("handoff", "clerk", "manager"),),
+    ),
+    Shape(
+        "parallel-tool-calls",
+        lambda client, _: weather_agent(client, reflect=True, stream=True),
+        _parallel_tools_script,
+        answer="Sunny in both.",
+        answer_agent="weather",
+        activity=(*WEATHER_ACTIVITY, ("tool_result", "weather", "get_weather")),
+        transcript=("Sunny, 21 C in Paris", "Sunny, 21 C in Oslo"),
+    ),
+    Shape(
         "code-execution",
         _code_execution,
         _code_execution_script,
@@ -523,6 +761,17 @@ SHAPES: tuple[Shape, ...] = (
         answer_agent="executor",
         activity=(("agent_turn", "coder"), ("agent_turn", "executor")),
         runs_code=True,
+    ),
+    Shape(
+        "image-in",
+        _vision_team,
+        _vision_script,
+        answer="It is a red square.",
+        answer_agent="editor",
+        activity=(("agent_turn", "describer"),),
+        transcript=("A small red square.",),
+        messages=(IMAGE_QUESTION,),
+        extra={"image_to": "You are the describer.", "no_image_to": "You are the editor."},
     ),
 )
 
@@ -532,8 +781,10 @@ def workflow_files(directory: Path, llm_base_url: str, work_dir: Path) -> dict[s
     client = client_for(llm_base_url)
     paths: dict[str, Path] = {}
     for shape in SHAPES:
-        component = shape.build(client, work_dir).dump_component()
+        document = shape.build(client, work_dir).dump_component().model_dump(mode="json")
+        if shape.live_answer_agent is not None:
+            document["answer_agent"] = shape.live_answer_agent
         path = directory / f"{shape.name}.json"
-        path.write_text(component.model_dump_json(indent=2))
+        path.write_text(json.dumps(document, indent=2))
         paths[shape.name] = path
     return paths

@@ -1,10 +1,11 @@
 """The conformance corpus, served through the real server (gunicorn + uvicorn worker) to the official
 `openai` SDK, against the scripted fake LLM in its own process.
 
-For every shape, in both modes: the same answer, given by the same agent; the team's activity in
-`reasoning_content` (structured in `delta.activity`), in order, never in `content`, never as
-`tool_calls`; usage equal to what the fake reported; the right finish reason; `input_required`
-where an agent waits for a person; no 5xx; and no model call after the client goes away.
+For every shape, in both modes: the same model calls; the same answer, given by the same agent; the
+team's activity in `reasoning_content` (structured in `delta.activity`), in order, never in
+`content`, never as `tool_calls`; a reasoning model's thinking never in the answer; usage equal to
+what the fake reported; the right finish reason; `input_required` where an agent waits for a person;
+no 5xx; and no model call after the client goes away. The Responses API gives the same answers.
 """
 
 from __future__ import annotations
@@ -42,8 +43,10 @@ def corpus(tmp_path_factory: pytest.TempPathFactory, llm: ScriptedLLMProcess) ->
 
 
 def serve(tmp_path: Path, corpus: Path, **env: str) -> ServiceProcess:
-    # The files keep their own base_url; their masked api_key falls back to OPENAI_API_KEY.
-    return start_service(tmp_path, WORKFLOWS_DIR=str(corpus), OPENAI_API_KEY="sk-corpus", **env)
+    # The files keep their own base_url; their masked api_key falls back to OPENAI_API_KEY. The
+    # corpus has FunctionTools and a stdio MCP server: the operator settings that allow them are on.
+    code = {"ALLOW_FUNCTION_TOOLS": "true", "ALLOW_STDIO_MCP": "true"}
+    return start_service(tmp_path, WORKFLOWS_DIR=str(corpus), OPENAI_API_KEY="sk-corpus", **{**code, **env})
 
 
 @pytest.fixture(scope="module")
@@ -74,6 +77,12 @@ def fresh(llm: ScriptedLLMProcess, shape: Shape, **reply_changes: Any) -> None:
         ]
     llm.reset()
     llm.load_script(rules)
+
+
+def model_calls(llm: ScriptedLLMProcess) -> list[tuple[bool, int | None]]:
+    """The calls the fake received: streamed or not, and the rule that answered (in any order:
+    parallel agents call at once)."""
+    return sorted(((record["stream"], record["rule"]) for record in llm.requests()), key=str)
 
 
 def activity_steps(chunks: list[Any]) -> list[tuple[str, ...]]:
@@ -111,6 +120,7 @@ def test_both_modes_give_the_same_answer_and_show_the_work(
     fresh(llm, shape)
     completion = client.chat.completions.create(model=shape.name, messages=list(shape.messages))  # type: ignore[arg-type]
     assert llm.unused_rules() == [], "the team did not make the calls its script expects"
+    calls = model_calls(llm)
     message = completion.choices[0].message
     assert message.content == shape.answer
     assert completion.model_extra is not None
@@ -133,6 +143,7 @@ def test_both_modes_give_the_same_answer_and_show_the_work(
             stream_options={"include_usage": True},
         )
     )
+    assert model_calls(llm) == calls  # the same model calls, streamed or not
     answer = "".join(chunk.choices[0].delta.content or "" for chunk in chunks if chunk.choices)
     assert answer == message.content  # the same answer, streamed or not
     assert all(not chunk.choices or not chunk.choices[0].delta.tool_calls for chunk in chunks)
@@ -155,6 +166,34 @@ def test_both_modes_give_the_same_answer_and_show_the_work(
     assert (streamed_usage.prompt_tokens, streamed_usage.completion_tokens) == reported_usage(llm)
     for whole in shape.extra.get("whole_turns", ()):
         assert whole in activity  # parallel agents' text is not interleaved
+    if shape.never_in_answer:
+        assert shape.never_in_answer in activity  # a reasoning model's thinking is activity
+        pieces = [chunk.choices[0].delta.content or "" for chunk in chunks if chunk.choices]
+        assert not any(shape.never_in_answer in piece for piece in pieces)
+
+
+RESPONSES = [shape for shape in SERVED if shape.never_in_answer or shape.name == "structured-output"]
+
+
+@pytest.mark.parametrize("shape", RESPONSES, ids=lambda shape: shape.name)
+def test_the_responses_api_gives_the_same_answer_and_keeps_thinking_out_of_it(
+    shape: Shape, service: ServiceProcess, llm: ScriptedLLMProcess
+) -> None:
+    client = sdk(service)
+    question = shape.messages[-1]["content"]
+    fresh(llm, shape)
+    response = client.responses.create(model=shape.name, input=question, store=False)
+    fresh(llm, shape)
+    with client.responses.stream(model=shape.name, input=question, store=False) as stream:
+        deltas = "".join(event.delta for event in stream if event.type == "response.output_text.delta")
+        streamed = stream.get_final_response()
+    for each in (response, streamed):
+        assert each.output_text == shape.answer
+        reasoning = "".join(
+            part.text for item in each.output if item.type == "reasoning" for part in item.summary
+        )
+        assert in_order(reasoning, shape.transcript), reasoning
+    assert deltas == shape.answer
 
 
 @pytest.mark.parametrize("shape", SERVED, ids=lambda shape: shape.name)

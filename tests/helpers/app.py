@@ -20,6 +20,7 @@ def make_settings(**overrides: Any) -> Settings:
     worker's own (set by tests/conftest.py), so parallel workers never share a SQLite file.
     """
     overrides.setdefault("gc_freeze_after_startup", False)
+    overrides.setdefault("metrics_cache_s", 0.0)  # tests read /metrics right after what they count
     return Settings(_env_file=None, **overrides)  # type: ignore[call-arg]
 
 

@@ -274,6 +274,7 @@ def start_prometheus(
     rule_files: Sequence[Path] = (),
     job_name: str = "autogen-service",
     timeout: float = 30.0,
+    bearer_token: str | None = None,
 ) -> tuple[subprocess.Popen[bytes], str]:
     """Start the real ``prometheus`` server scraping ``scrape_target`` (host:port) every second.
 
@@ -283,7 +284,8 @@ def start_prometheus(
 
     Prometheus hands new targets to its scrape manager every 5 s, so the first samples arrive about
     5 s after this returns: poll with :func:`wait_for_query`. The job is ``job_name`` (default
-    ``autogen-service``, as in prometheus.yml), so rules.yml can be loaded unchanged.
+    ``autogen-service``, as in prometheus.yml), so rules.yml can be loaded unchanged. With
+    ``bearer_token`` it scrapes as a ServiceMonitor with the `METRICS_TOKEN` Secret does.
     """
     binary = shutil.which("prometheus")
     if binary is None:
@@ -297,6 +299,9 @@ def start_prometheus(
                 "job_name": job_name,
                 "metrics_path": "/metrics",
                 "static_configs": [{"targets": [scrape_target]}],
+                **(
+                    {"authorization": {"type": "Bearer", "credentials": bearer_token}} if bearer_token else {}
+                ),
             }
         ],
     }
@@ -345,10 +350,17 @@ def start_prometheus(
 
 @contextlib.contextmanager
 def running_prometheus(
-    scrape_target: str, tmp_path: Path, *, rule_files: Sequence[Path] = (), timeout: float = 30.0
+    scrape_target: str,
+    tmp_path: Path,
+    *,
+    rule_files: Sequence[Path] = (),
+    timeout: float = 30.0,
+    bearer_token: str | None = None,
 ) -> Iterator[str]:
     """Context manager around :func:`start_prometheus`: yields the base URL, always stops the server."""
-    process, base_url = start_prometheus(scrape_target, tmp_path, rule_files=rule_files, timeout=timeout)
+    process, base_url = start_prometheus(
+        scrape_target, tmp_path, rule_files=rule_files, timeout=timeout, bearer_token=bearer_token
+    )
     try:
         yield base_url
     finally:

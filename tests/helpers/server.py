@@ -24,6 +24,14 @@ def free_port() -> int:
         return port
 
 
+def is_ready(base_url: str) -> bool:
+    """Whether the service at `base_url` answers `/readyz` with 200 (within a second)."""
+    try:
+        return httpx.get(f"{base_url}/readyz", timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
 class ServiceProcess(StopOnExit):
     """A running service; `base_url` is `http://127.0.0.1:<port>`; logs go to `log_path`."""
 
@@ -53,11 +61,8 @@ class ServiceProcess(StopOnExit):
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"service exited with {self.proc.returncode}:\n{self.logs()[-3000:]}")
-            try:
-                if httpx.get(f"{self.base_url}/readyz", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
+            if is_ready(self.base_url):
+                return
             time.sleep(0.1)
         self.stop()
         raise RuntimeError(f"service not ready in {timeout}s:\n{self.logs()[-3000:]}")
@@ -91,6 +96,8 @@ def service_env(tmp_path: Path, **overrides: str) -> dict[str, str]:
             "DATA_DIR": str(tmp_path / "data"),  # the Responses API's SQLite state store
             "OTEL_TRACES_EXPORTER": "none",
             "PYTHONUNBUFFERED": "1",
+            # Tests read /metrics right after what they count: no page shared between scrapes.
+            "METRICS_CACHE_S": "0",
         }
     )
     env.update(overrides)

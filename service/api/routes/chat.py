@@ -7,49 +7,13 @@ by `serve_autogen` itself.
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 
 from fastapi import APIRouter, Depends, Request, Response
-from fastapi.responses import JSONResponse
-from fastapi.security import HTTPAuthorizationCredentials
 
-from service.api.cancellation import cancel_on_disconnect, wait_for_disconnect
-from service.api.deps import ContextDep
+from service.api.deps import ContextDep, admit_chat_request, answer_run, error_responses
 from service.autogen_server import serve_autogen
 from service.contract.chat import ChatCompletionChunk, Input, Output
-from service.contract.errors import ErrorResponse, OpenAIError
-from service.protection.auth import bearer_scheme, require_api_key
-from service.protection.drain import refuse_while_draining
-from service.protection.ratelimit import enforce_rate_limit, rate_limit_headers
-from service.serving.errors import ClientGone
-
-
-async def require_json(request: Request) -> None:
-    """Dependency: the body must be declared as JSON (415 otherwise, not a confusing 400)."""
-    media_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
-    if media_type != "application/json" and not media_type.endswith("+json"):
-        raise OpenAIError(
-            415,
-            "The request body must be JSON (Content-Type: application/json).",
-            code="unsupported_media_type",
-        )
-
-
-async def admit_chat_request(
-    request: Request,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)],
-) -> None:
-    """Dependency: the guards of the chat route, in order: drain (503), API key (401), JSON content
-    type (415), rate limit (429).
-
-    One dependency that calls the guards in turn rather than four: FastAPI resolves every dependency
-    of a route on every request, and this is the hot path.
-    """
-    await refuse_while_draining(request)
-    await require_api_key(request, credentials)
-    await require_json(request)
-    await enforce_rate_limit(request)
-
 
 router = APIRouter(tags=["chat"], dependencies=[Depends(admit_chat_request)])
 
@@ -83,9 +47,7 @@ _SSE_EVENT: dict[str, Any] = {
         "event": {"type": "string"},
     },
 }
-_ERRORS: dict[int | str, dict[str, Any]] = {
-    status: {"model": ErrorResponse, "description": text} for status, text in _DESCRIPTIONS.items()
-}
+_ERRORS = error_responses(_DESCRIPTIONS)
 
 
 @router.post(
@@ -110,15 +72,4 @@ async def create_chat_completion(inp: Input, request: Request, ctx: ContextDep) 
     The run is raced against the client's disconnect until the response starts (a stream waits for
     its first event before committing its status); a stream then cancels its run when it closes.
     """
-    headers = rate_limit_headers(request)
-    try:
-        if inp.stream:
-            result = await serve_autogen(inp, ctx, client_gone=lambda: wait_for_disconnect(request))
-        else:
-            result = await cancel_on_disconnect(request, serve_autogen(inp, ctx))
-    except ClientGone:
-        return Response(status_code=499)
-    if isinstance(result, Response):
-        result.headers.update(headers)
-        return result
-    return JSONResponse(result, headers=headers)
+    return await answer_run(request, lambda client_gone: serve_autogen(inp, ctx, client_gone))

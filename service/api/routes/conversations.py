@@ -8,16 +8,16 @@ from typing import Any
 
 from fastapi import APIRouter, Depends
 
-from service.api.deps import ContextDep
-from service.api.routes.chat import admit_chat_request
-from service.api.routes.responses import (
-    ERRORS,
+from service.api.deps import (
+    STORED_ERRORS,
     After,
+    ContextDep,
     IdPath,
     Limit,
     Order,
     OwnerDep,
     StatesDep,
+    admit_chat_request,
     admit_read_request,
 )
 from service.contract.responses import (
@@ -28,7 +28,8 @@ from service.contract.responses import (
     ItemList,
     UpdateConversation,
 )
-from service.serving import responses as serving
+from service.serving.responses import stored
+from service.serving.responses.paging import DEFAULT_PAGE
 
 router = APIRouter(tags=["conversations"])
 _WRITE = [Depends(admit_chat_request)]
@@ -39,7 +40,7 @@ _READ = [Depends(admit_read_request)]
     "/v1/conversations",
     dependencies=_WRITE,
     response_model=ConversationObject,
-    responses=ERRORS,
+    responses=STORED_ERRORS,
     summary="Create a conversation",
 )
 async def create_conversation(
@@ -47,51 +48,51 @@ async def create_conversation(
 ) -> dict[str, Any]:
     """A new conversation, optionally with its first items (up to 20 messages: the team reads them
     at the first turn) and metadata."""
-    return await serving.create_conversation(body, ctx, states, owner)
+    return await stored.create_conversation(body, ctx, states, owner)
 
 
 @router.get(
     "/v1/conversations/{conversation_id}",
     dependencies=_READ,
     response_model=ConversationObject,
-    responses=ERRORS,
+    responses=STORED_ERRORS,
     summary="Retrieve a conversation",
 )
 async def retrieve_conversation(
     conversation_id: IdPath, states: StatesDep, owner: OwnerDep
 ) -> dict[str, Any]:
-    return await serving.get_conversation(states, conversation_id, owner)
+    return await stored.get_conversation(states, conversation_id, owner)
 
 
 @router.post(
     "/v1/conversations/{conversation_id}",
     dependencies=_WRITE,
     response_model=ConversationObject,
-    responses=ERRORS,
+    responses=STORED_ERRORS,
     summary="Update a conversation's metadata",
 )
 async def update_conversation(
     conversation_id: IdPath, body: UpdateConversation, states: StatesDep, owner: OwnerDep
 ) -> dict[str, Any]:
-    return await serving.update_conversation(states, conversation_id, owner, body.metadata)
+    return await stored.update_conversation(states, conversation_id, owner, body.metadata)
 
 
 @router.delete(
     "/v1/conversations/{conversation_id}",
     dependencies=_READ,
     response_model=ConversationDeleted,
-    responses=ERRORS,
+    responses=STORED_ERRORS,
     summary="Delete a conversation, its items and its team's saved state",
 )
 async def delete_conversation(conversation_id: IdPath, states: StatesDep, owner: OwnerDep) -> dict[str, Any]:
-    return await serving.delete_conversation(states, conversation_id, owner)
+    return await stored.delete_conversation(states, conversation_id, owner)
 
 
 @router.get(
     "/v1/conversations/{conversation_id}/items",
     dependencies=_READ,
     response_model=ItemList,
-    responses=ERRORS,
+    responses=STORED_ERRORS,
     summary="List a conversation's items",
 )
 async def list_items(
@@ -99,10 +100,10 @@ async def list_items(
     states: StatesDep,
     owner: OwnerDep,
     after: After = None,
-    limit: Limit = serving.DEFAULT_PAGE,
+    limit: Limit = DEFAULT_PAGE,
     order: Order = "desc",
 ) -> dict[str, Any]:
-    return await serving.list_conversation_items(
+    return await stored.list_conversation_items(
         states, conversation_id, owner, after=after, limit=limit, order=order
     )
 
@@ -111,7 +112,7 @@ async def list_items(
     "/v1/conversations/{conversation_id}/items",
     dependencies=_WRITE,
     response_model=ItemList,
-    responses=ERRORS,
+    responses=STORED_ERRORS,
     summary="Add messages to a conversation (read by the team at its next turn)",
 )
 async def create_items(
@@ -121,16 +122,16 @@ async def create_items(
     states: StatesDep,
     owner: OwnerDep,
 ) -> dict[str, Any]:
-    return await serving.add_conversation_items(body, ctx, states, conversation_id, owner)
+    return await stored.add_conversation_items(body, ctx, states, conversation_id, owner)
 
 
 @router.get(
     "/v1/conversations/{conversation_id}/items/{item_id}",
     dependencies=_READ,
-    responses=ERRORS,
+    responses=STORED_ERRORS,
     summary="Retrieve one item of a conversation",
 )
 async def retrieve_item(
     conversation_id: IdPath, item_id: IdPath, states: StatesDep, owner: OwnerDep
 ) -> dict[str, Any]:
-    return await serving.get_conversation_item(states, conversation_id, item_id, owner)
+    return await stored.get_conversation_item(states, conversation_id, item_id, owner)

@@ -2,21 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from fastapi import APIRouter, Depends
 
-from service.api.deps import RegistryDep
-from service.contract.errors import ErrorResponse, model_not_found
+from service.api.deps import RegistryDep, error_responses
+from service.contract.errors import model_not_found
 from service.contract.models import ModelCard, ModelList
 from service.protection.auth import require_api_key
 from service.workflows.registry import Workflow
 
 router = APIRouter(tags=["models"], dependencies=[Depends(require_api_key)])
 
-_UNAUTHORIZED: dict[int | str, dict[str, Any]] = {
-    401: {"model": ErrorResponse, "description": "Missing or invalid API key"}
-}
+_UNAUTHORIZED = error_responses({401: "Missing or invalid API key"})
 
 
 def _card(workflow: Workflow) -> ModelCard:
@@ -31,12 +27,14 @@ async def list_models(registry: RegistryDep) -> ModelList:
 @router.get(
     "/v1/models/{model_id:path}",
     response_model=ModelCard,
-    responses={
-        **_UNAUTHORIZED,
-        404: {"model": ErrorResponse, "description": "Unknown model"},
-        # FastAPI's 422 is never sent: every client error is in the OpenAI shape.
-        "4XX": {"model": ErrorResponse, "description": "Other client error"},
-    },
+    responses=error_responses(
+        {
+            401: "Missing or invalid API key",
+            404: "Unknown model",
+            # FastAPI's 422 is never sent: every client error is in the OpenAI shape.
+            "4XX": "Other client error",
+        }
+    ),
     summary="Describe one served team",
 )
 async def retrieve_model(model_id: str, registry: RegistryDep) -> ModelCard:

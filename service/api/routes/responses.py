@@ -8,72 +8,28 @@ made them: another key gets 404.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Any
 
-from fastapi import APIRouter, Depends, Path, Query, Request, Response
-from fastapi.responses import JSONResponse
-from fastapi.security import HTTPAuthorizationCredentials
+from fastapi import APIRouter, Depends, Request, Response
 
-from service.api.cancellation import cancel_on_disconnect
-from service.api.deps import ContextDep
-from service.api.routes.chat import admit_chat_request
-from service.app_state import get
-from service.contract.errors import ErrorResponse
+from service.api.deps import (
+    STORED_ERRORS,
+    After,
+    ContextDep,
+    IdPath,
+    Limit,
+    Order,
+    OwnerDep,
+    StatesDep,
+    admit_chat_request,
+    admit_read_request,
+    answer_run,
+)
 from service.contract.responses import CreateResponse, ItemList, ResponseDeleted, ResponseObject
-from service.protection.auth import bearer_scheme, require_api_key
-from service.protection.drain import refuse_while_draining
-from service.protection.ratelimit import enforce_rate_limit, rate_limit_headers
-from service.serving import responses as serving
-from service.serving.errors import ClientGone
-from service.state import ANONYMOUS_OWNER, STATE_STORE, StateStoreHandle
+from service.serving.responses import stored
+from service.serving.responses.paging import DEFAULT_PAGE
+from service.serving.responses.protocol import serve_responses
 
-
-async def admit_read_request(
-    request: Request,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)],
-) -> None:
-    """Dependency: the guards of a request without a body: drain (503), API key (401), rate limit (429)."""
-    await refuse_while_draining(request)
-    await require_api_key(request, credentials)
-    await enforce_rate_limit(request)
-
-
-async def get_states(request: Request) -> StateStoreHandle:
-    states = get(request.app, STATE_STORE)
-    return states
-
-
-async def get_owner(request: Request) -> str:
-    """Who owns what this request stores or reads: the API key's fingerprint (set by the guards),
-    or one shared owner when authentication is off."""
-    key_id = getattr(request.state, "api_key_id", None)
-    return str(key_id) if key_id else ANONYMOUS_OWNER
-
-
-StatesDep = Annotated[StateStoreHandle, Depends(get_states)]
-OwnerDep = Annotated[str, Depends(get_owner)]
-IdPath = Annotated[str, Path(max_length=128)]
-After = Annotated[str | None, Query(max_length=128, description="An item id: the page after it.")]
-Limit = Annotated[int, Query(ge=1, le=100, description="Items per page (1-100).")]
-Order = Annotated[Literal["asc", "desc"], Query(description="`desc` (default): newest first.")]
-
-_DESCRIPTIONS: dict[int | str, str] = {
-    400: "Invalid request",
-    401: "Missing or invalid API key",
-    404: "Unknown model, or no such object for this API key (missing, deleted, expired or another key's)",
-    409: "Another turn of the conversation is running, or its saved state no longer fits the team",
-    413: "Request body, or the team's state after the turn (STATE_MAX_BYTES), too large",
-    415: "Request body not declared as JSON",
-    429: "Rate limited (`Retry-After`, `x-ratelimit-*` headers)",
-    500: "Server error",
-    502: "Upstream model error",
-    503: "Overloaded, shutting down, or state store unavailable (`Retry-After` header)",
-    504: "Deadline exceeded",
-    "4XX": "Other client error",
-}
-ERRORS: dict[int | str, dict[str, Any]] = {
-    status: {"model": ErrorResponse, "description": text} for status, text in _DESCRIPTIONS.items()
-}
 _SSE_EVENT: dict[str, Any] = {
     "type": "object",
     "required": ["data"],
@@ -100,7 +56,7 @@ router = APIRouter(tags=["responses"])
     dependencies=[Depends(admit_chat_request)],
     response_model=ResponseObject,
     responses={
-        **ERRORS,
+        **STORED_ERRORS,
         200: {
             "description": "A `response`, or with `stream: true` an SSE stream of Responses events.",
             "content": {
@@ -116,44 +72,38 @@ async def create_response(
 ) -> Response:
     """Run the team named by `model`: a new conversation, or a continuation of a stored response
     (`previous_response_id`) or conversation (`conversation`) from the team's saved state."""
-    headers = rate_limit_headers(request)
-    try:
-        result = await cancel_on_disconnect(request, serving.serve_responses(body, ctx, states, owner))
-    except ClientGone:
-        return Response(status_code=499)
-    if isinstance(result, Response):
-        result.headers.update(headers)
-        return result
-    return JSONResponse(result, headers=headers)
+    return await answer_run(
+        request, lambda client_gone: serve_responses(body, ctx, states, owner, client_gone)
+    )
 
 
 @router.get(
     "/v1/responses/{response_id}",
     dependencies=[Depends(admit_read_request)],
     response_model=ResponseObject,
-    responses=ERRORS,
+    responses=STORED_ERRORS,
     summary="Retrieve a stored response",
 )
 async def retrieve_response(response_id: IdPath, states: StatesDep, owner: OwnerDep) -> dict[str, Any]:
-    return await serving.get_response(states, response_id, owner)
+    return await stored.get_response(states, response_id, owner)
 
 
 @router.delete(
     "/v1/responses/{response_id}",
     dependencies=[Depends(admit_read_request)],
     response_model=ResponseDeleted,
-    responses=ERRORS,
+    responses=STORED_ERRORS,
     summary="Delete a stored response and its saved state",
 )
 async def delete_response(response_id: IdPath, states: StatesDep, owner: OwnerDep) -> dict[str, Any]:
-    return await serving.delete_response(states, response_id, owner)
+    return await stored.delete_response(states, response_id, owner)
 
 
 @router.get(
     "/v1/responses/{response_id}/input_items",
     dependencies=[Depends(admit_read_request)],
     response_model=ItemList,
-    responses=ERRORS,
+    responses=STORED_ERRORS,
     summary="List the input items of a stored response",
 )
 async def list_input_items(
@@ -161,7 +111,7 @@ async def list_input_items(
     states: StatesDep,
     owner: OwnerDep,
     after: After = None,
-    limit: Limit = serving.DEFAULT_PAGE,
+    limit: Limit = DEFAULT_PAGE,
     order: Order = "desc",
 ) -> dict[str, Any]:
-    return await serving.list_input_items(states, response_id, owner, after=after, limit=limit, order=order)
+    return await stored.list_input_items(states, response_id, owner, after=after, limit=limit, order=order)
