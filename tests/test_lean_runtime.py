@@ -25,7 +25,7 @@ import pytest
 import pytest_asyncio
 from autogen_agentchat.agents import AssistantAgent
 from autogen_agentchat.base import TerminationCondition
-from autogen_agentchat.messages import StopMessage, TextMessage
+from autogen_agentchat.messages import StopMessage
 from autogen_agentchat.teams import RoundRobinGroupChat
 from autogen_core import (
     AgentId,
@@ -50,9 +50,12 @@ from loadtests.scripted_llm import (
     start_scripted_llm_thread,
 )
 from service.app import create_app
+from service.contract.chat import ChatMessage
 from service.runs.context import ListSink
 from service.runs.events import RunEndReason, RunEvent
 from service.runs.execute import execute_run
+from service.serving.images import chat_images, load_images
+from service.serving.task import to_task
 from service.workflows.lean_teams import LeanRoundRobinGroupChat, LeanRuntimeTeam
 from service.workflows.registry import LLM_MODEL_INFO, WorkflowRegistry
 from service.workflows.runtime import LeanAgentRuntime
@@ -151,6 +154,19 @@ def comparable(events: list[Any], parallel: bool) -> list[Any]:
     return list(unordered(events)) if parallel else events
 
 
+def responses_input(content: Any) -> Any:
+    """A chat message's content as Responses `input` (content parts become input parts)."""
+    if isinstance(content, str):
+        return content
+    parts = [
+        {"type": "input_text", "text": part["text"]}
+        if part["type"] == "text"
+        else {"type": "input_image", "image_url": part["image_url"]["url"]}
+        for part in content
+    ]
+    return [{"type": "message", "role": "user", "content": parts}]
+
+
 async def conversation(http: httpx.AsyncClient, llm: ScriptedLLMThread, shape: Shape) -> dict[str, Any]:
     """Everything a client sees of one shape: Chat Completions and Responses, whole and streamed, and
     a second Responses turn on the stored state (for a team waiting for a person: the answer)."""
@@ -177,7 +193,7 @@ async def conversation(http: httpx.AsyncClient, llm: ScriptedLLMThread, shape: S
             "stream_options": {"include_usage": True},
         },
     )
-    question = messages[-1]["content"]
+    question = responses_input(messages[-1]["content"])
     first = await post("/v1/responses", {"model": shape.name, "input": question})
     seen["responses"] = first
     seen["responses-stream"] = await post(
@@ -213,6 +229,8 @@ async def apps(
                 settings = make_settings(
                     workflows_dir=corpus,
                     allow_code_execution=True,
+                    allow_function_tools=True,
+                    allow_stdio_mcp=True,
                     agent_runtime=runtime,
                     upstream_parsing=PARSING[runtime],
                     stream_flush_interval_ms=0,
@@ -251,6 +269,8 @@ async def registries(corpus: Path) -> AsyncIterator[Registries]:
                 make_settings(
                     workflows_dir=corpus,
                     allow_code_execution=True,
+                    allow_function_tools=True,
+                    allow_stdio_mcp=True,
                     agent_runtime=runtime,
                     upstream_parsing=PARSING[runtime],
                 )
@@ -308,7 +328,8 @@ async def run_once(
     assert workflow is not None
     sink = LeavingSink(leave)
     before = asyncio.all_tasks()
-    task_messages = [TextMessage(content=message["content"], source="user") for message in shape.messages]
+    chat = [ChatMessage.model_validate(message) for message in shape.messages]
+    task_messages = to_task(chat, await load_images(chat_images(chat), make_settings()))
     request = workflow.run_request("run", deadline_s=deadline_s, stream_tokens=stream, max_tokens=None)
     sink.run = run = asyncio.ensure_future(
         execute_run(workflow.build(), task_messages, request, sink, sink.token)

@@ -72,6 +72,9 @@ class ResponseTurn:
     conversation: ConversationRecord | None = None
     lock: Lease | None = None
     load_s: float | None = None
+    # A Swarm whose last run ended handing off outside the team (HandoffTermination): the agent
+    # that handed off, to which the next turn goes back.
+    handed_off_by: str | None = None
 
     @property
     def settings(self) -> Settings:
@@ -175,6 +178,9 @@ class ResponseTurn:
         if instructions and instructions != instructions_before:
             task.append(TextMessage(source="system", content=instructions))
         said = [*unread, *((message.role, message.text()) for message in messages)]
+        if pending is None and self.handed_off_by is not None:
+            # AgentChat resumes such a Swarm only from a handoff to one of its members.
+            pending = PendingInput(self.handed_off_by, "", InputKind.HANDOFF)
         if pending is not None:
             answer = "\n\n".join(text for role, text in said if role == "user" and text)
             if not answer:
@@ -237,6 +243,7 @@ class ResponseTurn:
                 raise state_incompatible() from None
             self.load_s = time.perf_counter() - started
             self.ctx.metrics.state_seconds.labels("load").observe(self.load_s)
+        self.handed_off_by = handed_out_of_swarm(state)
         self.runner = runner
 
     # --- storing ------------------------------------------------------------------------------
@@ -310,3 +317,19 @@ class ResponseTurn:
                 "save_ms": round(save_s * 1000, 2),
             },
         )
+
+
+def handed_out_of_swarm(state: Mapping[str, Any] | None) -> str | None:
+    """The agent whose handoff to someone outside the team ended a Swarm's last run (None for any
+    other saved state), read from the Swarm manager's saved message thread."""
+    agents = state.get("agent_states") if state else None
+    if not isinstance(agents, dict):
+        return None
+    for name, agent_state in agents.items():
+        if isinstance(agent_state, dict) and agent_state.get("type") == "SwarmManagerState":
+            members = set(agents) - {name}
+            for message in reversed(agent_state.get("message_thread") or []):
+                if isinstance(message, dict) and message.get("type") == "HandoffMessage":
+                    handed_out = message.get("target") not in members
+                    return str(message.get("source")) if handed_out else None
+    return None
