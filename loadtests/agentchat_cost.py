@@ -51,9 +51,7 @@ class _DroppingRun(RunContext):
 
 async def _run_once(workflow: Workflow, prompt: str, tokens: list[int]) -> None:
     with traced_run(workflow.id, "cost") as trace:
-        run = _DroppingRun(
-            AgentChatTranslator(frozenset()), ListSink(), CancellationToken(), trace=trace, stream_tokens=True
-        )
+        run = _DroppingRun(AgentChatTranslator(frozenset()), ListSink(), CancellationToken(), trace=trace)
         run.tokens = tokens
         context_token = current_run_context.set(run)
         try:

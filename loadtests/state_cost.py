@@ -73,7 +73,7 @@ async def measure(
         if previous is not None:
             data = await store.load_state(previous)
             assert data is not None
-            await team.load_state(decode_state(data))
+            await team.load_state(decode_state(data, max_bytes))
         started = time.perf_counter()
         await team.run(task=[TextMessage(source="user", content=QUESTIONS[(turn - 1) % len(QUESTIONS)])])
         run_s = time.perf_counter() - started
@@ -95,7 +95,7 @@ async def measure(
             built = time.perf_counter()
             data = await store.load_state(previous)
             assert data is not None
-            await fresh.load_state(await asyncio.to_thread(decode_state, data))
+            await fresh.load_state(await asyncio.to_thread(decode_state, data, max_bytes))
             loads.append(time.perf_counter() - built)
             builds.append(built - started)
         rows.append(

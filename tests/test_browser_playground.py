@@ -307,7 +307,13 @@ def test_a_person_chats_with_demo_team_using_the_keyboard(
     # Regenerate: only on the last answer; the conversation is forked before its question, the
     # question asked again there, and the old conversation deleted.
     expect(restored.first.locator("button.regenerate")).to_be_hidden()
+    asked = len(bodies)
     restored.last.locator("button.regenerate").click()
+    # The page forks the conversation first, then asks: wait for the question, then for its answer.
+    deadline = time.monotonic() + ANSWER_WAIT_MS / 1000
+    while len(bodies) == asked:
+        assert time.monotonic() < deadline, "regenerate never asked the team again"
+        page.wait_for_timeout(50)
     wait_done(page)
     expect(page.locator("article.turn")).to_have_count(2)
     regenerated = bodies[-1]
