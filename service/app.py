@@ -78,6 +78,7 @@ def create_app(
             slots=WorkflowSlots(settings.max_concurrent_workflows, service_metrics.active_workflows),
         )
         put(app, SERVING, serving)
+        service_metrics.workflow_capacity.set(settings.max_concurrent_workflows)
         lifecycle.workflows_loaded = bool(workflows.all())
         log_protection(app, settings)
         cache_handler_discovery()

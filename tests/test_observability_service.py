@@ -111,6 +111,8 @@ def test_metrics_sum_across_two_workers(two_workers: ServiceProcess) -> None:
         assert sample(text, "autogen_requests_total", model="echo", outcome="ok", stream="true") == sent
     assert sample(text, "autogen_active_streams") == 0 and sample(text, "autogen_active_workflows") == 0
     assert sample(text, "autogen_time_to_first_token_seconds_count", model="echo") == sent
+    # The instance's capacity, as the saturation alert reads it: MAX_CONCURRENT_WORKFLOWS x 2 workers.
+    assert sample(text, "autogen_workflow_capacity") == 16
 
 
 def test_forced_500_paths_increase_the_error_counter(two_workers: ServiceProcess) -> None:

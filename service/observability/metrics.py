@@ -150,6 +150,14 @@ class ServiceMetrics:
             registry=registry,
             multiprocess_mode="livesum",
         )
+        # Summed over live workers: an instance's capacity, read by alerts and dashboards instead of
+        # a number copied from the settings.
+        self.workflow_capacity = Gauge(
+            "autogen_workflow_capacity",
+            "Team runs the workers may hold at once (MAX_CONCURRENT_WORKFLOWS per worker, summed).",
+            registry=registry,
+            multiprocess_mode="livesum",
+        )
         self.ratelimit_storage_errors = Counter(
             "autogen_ratelimit_storage_errors_total",
             "Requests let through because the rate-limit storage was unreachable (fail-open).",
