@@ -32,7 +32,8 @@ from openai.types.chat import ChatCompletionMessageParam
 
 from loadtests.procs import start_fake_llm
 from service.config import Settings
-from service.workflows.registry import DEMO_CLIENT_PROVIDER, LLM_MODEL_INFO, WorkflowRegistry
+from service.workflows.preparation import DEMO_CLIENT_PROVIDER, LLM_MODEL_INFO
+from service.workflows.registry import WorkflowRegistry
 
 MESSAGES = [UserMessage(content="How much does one streamed model call cost?", source="user")]
 RAW_MESSAGES: list[ChatCompletionMessageParam] = [

@@ -21,7 +21,8 @@ from pydantic import BaseModel
 
 from loadtests.scripted_llm import ScriptedLLMThread, rule, start_scripted_llm_thread
 from service.app import create_app
-from service.workflows.registry import LLM_MODEL_INFO, WorkflowRegistry
+from service.workflows.preparation import LLM_MODEL_INFO
+from service.workflows.registry import WorkflowRegistry
 from tests.helpers.app import make_settings, running_app
 
 TEAM_ANSWER = "Paris is the capital of France, with about 2.1 million people."

@@ -18,7 +18,7 @@ from autogen_ext.models.openai import OpenAIChatCompletionClient
 
 from loadtests.scripted_llm import ScriptedLLMThread, start_scripted_llm_thread
 from service.app import create_app
-from service.workflows.registry import LLM_MODEL_INFO
+from service.workflows.preparation import LLM_MODEL_INFO
 from tests.helpers.app import make_settings, running_app
 
 HISTORY: list[dict[str, Any]] = [

@@ -57,7 +57,8 @@ from service.runs.execute import execute_run
 from service.serving.images import chat_images, load_images
 from service.serving.task import to_task
 from service.workflows.lean_teams import LeanRoundRobinGroupChat, LeanRuntimeTeam
-from service.workflows.registry import LLM_MODEL_INFO, WorkflowRegistry
+from service.workflows.preparation import LLM_MODEL_INFO
+from service.workflows.registry import WorkflowRegistry
 from service.workflows.runtime import LeanAgentRuntime
 from service.workflows.upstream_parsing import lean_parsing
 from tests.conformance.shapes import SHAPES, Shape, workflow_files

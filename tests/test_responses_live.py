@@ -31,7 +31,7 @@ from loadtests.scripted_llm import (
     rule,
     start_scripted_llm_process,
 )
-from service.workflows.registry import LLM_MODEL_INFO
+from service.workflows.preparation import LLM_MODEL_INFO
 from tests.helpers.probes import metric, wait_until
 from tests.helpers.redis_server import RedisServer, requires_redis
 from tests.helpers.server import ServiceProcess, start_service

@@ -52,7 +52,7 @@ from loadtests.scripted_llm import (
     start_scripted_llm_thread,
 )
 from service.app import create_app
-from service.workflows.registry import LLM_MODEL_INFO
+from service.workflows.preparation import LLM_MODEL_INFO
 from tests.helpers.app import make_settings, running_app
 
 USER = [{"role": "user", "content": "hello"}]

@@ -16,7 +16,8 @@ from service.app import create_app
 from service.runs.text import TextFilter, clean_text
 from service.workflows.demo_client import DemoChatCompletionClient
 from service.workflows.instrumented_client import InstrumentedChatCompletionClient
-from service.workflows.registry import WorkflowLoadError, WorkflowRegistry
+from service.workflows.preparation import WorkflowLoadError
+from service.workflows.registry import WorkflowRegistry
 from tests.helpers.app import make_settings, running_app
 
 BUILTIN = Path(__file__).resolve().parents[1] / "service" / "workflows" / "builtin"

@@ -41,7 +41,6 @@ from service.contract.chat import (
 
 ID_PATTERN = r"^[A-Za-z0-9_-]{1,128}$"
 MAX_METADATA_PAIRS = 16
-MAX_CONVERSATION_ITEMS_PER_CALL = 20
 
 Text = Annotated[str, StringConstraints(max_length=SCHEMA_MAX_TEXT_CHARS)]
 ObjectId = Annotated[str, StringConstraints(pattern=ID_PATTERN)]
@@ -198,19 +197,6 @@ def check_items(value: Any) -> Any:
     return value
 
 
-def check_conversation_items(value: Any) -> Any:
-    """Conversation items: as `check_items`, and no `item_reference` (a conversation holds what was
-    said; a reference is resolved in a response's `input` only)."""
-    value = check_items(value)
-    for index, item in enumerate(value if isinstance(value, list) else []):
-        if isinstance(item, dict) and item.get("type") == "item_reference":
-            raise ValueError(
-                f"item {index} is an `item_reference`: conversation items are messages (references are "
-                "taken in the `input` of POST /v1/responses)"
-            )
-    return value
-
-
 class ConversationRef(BaseModel):
     model_config = ConfigDict(extra="ignore", strict=True)
 
@@ -269,35 +255,6 @@ class CreateResponse(BaseModel):
         if isinstance(self.input, str):
             return [InputMessage(role="user", content=self.input)] if self.input else []
         return [item for item in self.input if isinstance(item, InputMessage)]
-
-
-class CreateConversation(BaseModel):
-    """The body of `POST /v1/conversations`."""
-
-    model_config = ConfigDict(extra="ignore", strict=True)
-
-    items: Annotated[list[InputItem], Field(max_length=MAX_CONVERSATION_ITEMS_PER_CALL)] | None = None
-    metadata: Metadata | None = None
-
-    _check_items = field_validator("items", mode="before")(check_conversation_items)
-
-
-class UpdateConversation(BaseModel):
-    """The body of `POST /v1/conversations/{id}`."""
-
-    model_config = ConfigDict(extra="ignore", strict=True)
-
-    metadata: Metadata
-
-
-class CreateConversationItems(BaseModel):
-    """The body of `POST /v1/conversations/{id}/items`."""
-
-    model_config = ConfigDict(extra="ignore", strict=True)
-
-    items: Annotated[list[InputItem], Field(min_length=1, max_length=MAX_CONVERSATION_ITEMS_PER_CALL)]
-
-    _check_items = field_validator("items", mode="before")(check_conversation_items)
 
 
 # -------------------------------------------------------------------------------------------- output
@@ -442,19 +399,6 @@ class ResponseObject(BaseModel):
 class ResponseDeleted(BaseModel):
     id: str
     object: Literal["response.deleted"] = "response.deleted"
-    deleted: bool = True
-
-
-class ConversationObject(BaseModel):
-    id: str
-    object: Literal["conversation"] = "conversation"
-    created_at: int
-    metadata: dict[str, str] = Field(default_factory=dict)
-
-
-class ConversationDeleted(BaseModel):
-    id: str
-    object: Literal["conversation.deleted"] = "conversation.deleted"
     deleted: bool = True
 
 

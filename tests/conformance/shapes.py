@@ -52,7 +52,7 @@ from loadtests.scripted_llm import (
     rule,
     selector_rule,
 )
-from service.workflows.registry import LLM_MODEL_INFO
+from service.workflows.preparation import LLM_MODEL_INFO
 
 MCP_SERVER = Path(__file__).with_name("mcp_server.py")
 

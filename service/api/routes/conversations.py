@@ -20,14 +20,14 @@ from service.api.deps import (
     admit_chat_request,
     admit_read_request,
 )
-from service.contract.responses import (
+from service.contract.conversations import (
     ConversationDeleted,
     ConversationObject,
     CreateConversation,
     CreateConversationItems,
-    ItemList,
     UpdateConversation,
 )
+from service.contract.responses import ItemList
 from service.serving.responses import stored
 from service.serving.responses.paging import DEFAULT_PAGE
 

@@ -7,16 +7,14 @@ from __future__ import annotations
 import secrets
 from typing import Any
 
-from service.contract.errors import OpenAIError, sanitize
-from service.contract.responses import (
+from service.contract.conversations import (
     ConversationDeleted,
     ConversationObject,
     CreateConversation,
     CreateConversationItems,
-    ResponseDeleted,
-    new_id,
-    now,
 )
+from service.contract.errors import OpenAIError, sanitize
+from service.contract.responses import ResponseDeleted, new_id, now
 from service.serving.admission import check_bounds
 from service.serving.context import ServingContext
 from service.serving.responses.errors import busy, not_found, owns, unavailable_as_503
