@@ -7,7 +7,8 @@ Python. A file is checked before anything in it is imported (`guard`), then prep
 - its model clients are wrapped to trace, count, bound and stream every call (`instrumented_client`);
 - its UserProxyAgents get an input function that never reads the server's stdin (`user_proxy`);
 - a team's turns are capped at `MAX_AGENT_TURNS`.
-Each request then gets a fresh team built from the prepared JSON (a team holds conversation state).
+Each request then gets a fresh team (a team holds conversation state), built by the component's class
+from its config validated once at load.
 
 A workflow file may name the agent whose text is the answer with a top-level `"answer_agent"` key
 (AutoGen ignores it): that agent's text then streams to the client as the answer while it is written.
