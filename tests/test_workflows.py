@@ -44,7 +44,7 @@ def test_each_request_gets_a_fresh_team_sharing_model_clients() -> None:
     assert not {id(agent) for agent in first_agents} & {id(agent) for agent in second_agents}
     assert all(
         a._model_context is not b._model_context for a, b in zip(first_agents, second_agents, strict=True)
-    )  # type: ignore[attr-defined]
+    )
     first_clients = [agent._model_client for agent in first._participants]  # type: ignore[union-attr]
     second_clients = [agent._model_client for agent in second._participants]  # type: ignore[union-attr]
     assert first_clients == second_clients  # the same shared instances
