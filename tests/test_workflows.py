@@ -40,6 +40,12 @@ def test_each_request_gets_a_fresh_team_sharing_model_clients() -> None:
     assert workflow is not None
     first, second = workflow.build(), workflow.build()
     assert first is not second
+    # Each team's agents (and their model contexts) are its own: they hold the conversation.
+    first_agents, second_agents = first._participants, second._participants  # type: ignore[union-attr]
+    assert not {id(agent) for agent in first_agents} & {id(agent) for agent in second_agents}
+    assert all(
+        a._model_context is not b._model_context for a, b in zip(first_agents, second_agents, strict=True)
+    )
     first_clients = [agent._model_client for agent in first._participants]  # type: ignore[union-attr]
     second_clients = [agent._model_client for agent in second._participants]  # type: ignore[union-attr]
     assert first_clients == second_clients  # the same shared instances

@@ -7,7 +7,8 @@ Python. A file is checked before anything in it is imported (`guard`), then prep
 - its model clients are wrapped to trace, count, bound and stream every call (`instrumented_client`);
 - its UserProxyAgents get an input function that never reads the server's stdin (`user_proxy`);
 - a team's turns are capped at `MAX_AGENT_TURNS`.
-Each request then gets a fresh team built from the prepared JSON (a team holds conversation state).
+Each request then gets a fresh team (a team holds conversation state), built by the component's class
+from its config validated once at load.
 
 A workflow file may name the agent whose text is the answer with a top-level `"answer_agent"` key
 (AutoGen ignores it): that agent's text then streams to the client as the answer while it is written.
@@ -150,6 +151,35 @@ def _live_answer_agent(document: dict[str, Any], kind: WorkflowKind, members: tu
     return named
 
 
+def _prepared_factory(
+    loader: type[Team] | type[ChatAgent], definition: ComponentModel, built: Runner
+) -> Callable[[], Runner]:
+    """A factory that builds the component as `loader.load_component(definition)` does (`built` is
+    one such build), with its class found and its top-level config validated once, here, instead of
+    on every request.
+
+    AgentChat's `load_component` is: find the class, validate the config with the class's schema,
+    call its `_from_config` (the component protocol's constructor). The validated config is only
+    read by `_from_config`, so one copy serves every request; each call still builds a fresh team or
+    agent, participants included (they hold conversation state), sharing the model clients, tools
+    and workbenches as before. A config of an older component version goes through `load_component`
+    every time (AgentChat migrates it there).
+    """
+    component_class = type(built)
+    schema = getattr(component_class, "component_config_schema", None)
+    current = getattr(component_class, "component_version", None)
+    version = definition.component_version or current
+    if schema is None or current is None or version is None or version < current:
+        return lambda: loader.load_component(definition)
+    config = schema.model_validate(definition.config)
+    from_config: Callable[[Any], Runner] = getattr(component_class, "_from_config")  # noqa: B009
+
+    def build() -> Runner:
+        return from_config(config)
+
+    return build
+
+
 class WorkflowRegistry:
     """Model id -> workflow. Built once per worker in the app's lifespan."""
 
@@ -284,7 +314,9 @@ class WorkflowRegistry:
             # Token streaming happens in the instrumented model clients, not on AgentChat's bus.
             definition = ComponentModel.model_validate(self._preparation.without_token_streaming(document))
             loader: type[Team] | type[ChatAgent] = Team if kind == "team" else ChatAgent
-            agent_names = _agent_names(loader.load_component(definition))
+            built = loader.load_component(definition)
+            agent_names = _agent_names(built)
+            factory = _prepared_factory(loader, definition, built)
             live = _live_answer_agent(document, kind, agent_names)
         except WorkflowLoadError:
             self._release_later(references)
@@ -304,7 +336,7 @@ class WorkflowRegistry:
             source=source,
             created=int(time.time()),
             agent_names=agent_names,
-            factory=lambda: loader.load_component(definition),
+            factory=factory,
             live_answer_agent=live,
             markers=tuple(dict.fromkeys((*report.markers, *DEFAULT_MARKERS))),
             service_turn_cap=service_turn_cap,

@@ -28,6 +28,7 @@ import contextlib
 import inspect
 import itertools
 import logging
+import types
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from typing import Any, TypeVar, cast, overload
 
@@ -195,7 +196,7 @@ class LeanAgentRuntime(AgentRuntime):
         name = type if isinstance(type, str) else type.type
         if name in self._factories:
             raise ValueError(f"Agent with type {name} already exists.")
-        if inspect.signature(agent_factory).parameters:
+        if _takes_arguments(agent_factory):
             raise ValueError("agent factories take no arguments (AgentInstantiationContext gives the id)")
         self._factories[name] = (cast(AgentFactory, agent_factory), expected_class)
         return AgentType(name)
@@ -272,7 +273,7 @@ class LeanAgentRuntime(AgentRuntime):
 
     # --- subscriptions ----------------------------------------------------------------------
     async def add_subscription(self, subscription: Subscription) -> None:
-        if any(existing == subscription for existing in self._subscriptions):
+        if subscription in self._subscriptions:
             raise ValueError("Subscription already exists")
         self._subscriptions.append(subscription)
         self._recipients.clear()
@@ -300,6 +301,16 @@ class LeanAgentRuntime(AgentRuntime):
 async def _deliver(agent: Agent, message: Any, context: MessageContext) -> Any:
     with MessageHandlerContext.populate_context(agent.id):
         return await agent.on_message(message, ctx=context)
+
+
+def _takes_arguments(factory: Callable[..., Any]) -> bool:
+    """Whether `factory` has parameters, as `inspect.signature` says, read from a plain function's code
+    object when it can be (AgentChat registers a fresh closure for every agent of every team)."""
+    code = getattr(factory, "__code__", None)
+    if not isinstance(factory, types.FunctionType) or hasattr(factory, "__wrapped__") or code is None:
+        return bool(inspect.signature(factory).parameters)
+    flags = inspect.CO_VARARGS | inspect.CO_VARKEYWORDS
+    return bool(code.co_argcount or code.co_kwonlyargcount or code.co_flags & flags)
 
 
 def _not_a_factory() -> Agent:
