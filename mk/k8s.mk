@@ -2,7 +2,7 @@
 #
 #   make k8s-check                 render every overlay, validate every object, lint the Dockerfile
 #   make k8s-render OVERLAY=dev    print the rendered objects of one overlay
-#   make k8s-rules                 regenerate observability/prometheusrule.yaml from rules.yml
+#   make k8s-rules                 regenerate observability/prometheus-operator/prometheusrule.yaml from rules.yml
 
 # Kubernetes versions the objects are validated against (the same pins as tests/test_deploy.py).
 K8S_VERSIONS ?= 1.30.0 1.37.0

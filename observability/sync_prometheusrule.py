@@ -2,7 +2,7 @@
 
 rules.yml (plain Prometheus `groups:` format, checked by promtool) is the one source of truth.
 Kustomize cannot embed a file's YAML into an object's `spec`, so this script writes
-observability/prometheusrule.yaml with `spec.groups` equal to the `groups` of rules.yml:
+observability/prometheus-operator/prometheusrule.yaml with `spec.groups` equal to the `groups` of rules.yml:
 
     python observability/sync_prometheusrule.py          # regenerate (`make k8s-rules`)
     python observability/sync_prometheusrule.py --check  # exit 1 if it is stale (`make k8s-check`)
@@ -21,7 +21,7 @@ import yaml
 
 HERE = Path(__file__).resolve().parent
 RULES = HERE / "prometheus" / "rules.yml"
-OUTPUT = HERE / "prometheusrule.yaml"
+OUTPUT = HERE / "prometheus-operator" / "prometheusrule.yaml"
 
 HEADER = """\
 # GENERATED from observability/prometheus/rules.yml by `make k8s-rules`

@@ -61,6 +61,13 @@ KUBERNETES_VERSIONS = ("1.30.0", "1.37.0")
 OVERLAYS = overlay_names()
 # The base renders on its own too: a new overlay inherits its values, so they obey the same rules.
 TARGETS = ["base", *OVERLAYS]
+# The overlays that enable the optional Prometheus Operator component (ServiceMonitor, PrometheusRule).
+MONITORED = [
+    overlay
+    for overlay in OVERLAYS
+    if "../../components/prometheus-operator"
+    in (yaml.safe_load((OVERLAYS_DIR / overlay / "kustomization.yaml").read_text()).get("components") or [])
+]
 APP = "autogen-service"
 GRACE_MARGIN_S = 5  # at least this much left for gunicorn's master to exit after the graceful timeout
 FLUSH_S = 10  # GRACEFUL_TIMEOUT_S >= WORKFLOW_TIMEOUT_S + this: a run started before SIGTERM ends
@@ -169,9 +176,9 @@ def test_overlay_has_the_expected_objects(rendered, overlay):
         "HorizontalPodAutoscaler",
         "PodDisruptionBudget",
         "NetworkPolicy",
-        "ServiceMonitor",
-        "PrometheusRule",
     } <= kinds
+    if overlay in MONITORED:
+        assert {"ServiceMonitor", "PrometheusRule"} <= kinds
     namespaces = of_kind(objects, "Namespace")
     assert len(namespaces) == 1
     namespace = namespaces[0]["metadata"]["name"]
@@ -182,6 +189,15 @@ def test_overlay_has_the_expected_objects(rendered, overlay):
             assert obj["metadata"].get("namespace") == namespace, f"{obj['kind']} outside {namespace}"
     names = [(obj["kind"], obj["metadata"]["name"]) for obj in objects]
     assert len(names) == len(set(names)), "duplicate objects"
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_operator_objects_come_only_with_their_component(rendered, target):
+    """The base and every overlay that does not enable k8s/components/prometheus-operator apply on a
+    cluster without the Prometheus Operator's CRDs; production enables it."""
+    groups = {obj["apiVersion"].split("/")[0] for obj in rendered[target]}
+    assert ("monitoring.coreos.com" in groups) == (target in MONITORED), (target, groups)
+    assert "production" in MONITORED
 
 
 def test_overlays_use_distinct_namespaces(rendered):
@@ -254,8 +270,8 @@ def test_probe_routes_are_routes_of_the_app(rendered, tmp_path):
         container = app_container(objects)
         for probe in ("readinessProbe", "livenessProbe", "startupProbe"):
             paths.add(container[probe]["httpGet"]["path"])
-        for endpoint in one(objects, "ServiceMonitor", APP)["spec"]["endpoints"]:
-            paths.add(endpoint["path"])
+        for monitor in of_kind(objects, "ServiceMonitor"):
+            paths.update(endpoint["path"] for endpoint in monitor["spec"]["endpoints"])
     code = textwrap.dedent(
         """
         import json, sys
@@ -642,7 +658,7 @@ def test_production_is_bigger_stricter_and_traced(rendered):
 # --- monitoring objects --------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("overlay", TARGETS)
+@pytest.mark.parametrize("overlay", MONITORED)
 def test_service_monitor_scrapes_the_service(rendered, overlay):
     objects = rendered[overlay]
     monitor = one(objects, "ServiceMonitor", APP)
@@ -660,8 +676,8 @@ def test_prometheus_rule_is_rules_yml(rendered):
     groups = yaml.safe_load(RULES_FILE.read_text(encoding="utf-8"))["groups"]
     names = [group["name"] for group in groups]
     assert len(names) == len(set(names)), "group names must be unique (a list-map in the CRD)"
-    for objects in rendered.values():
-        assert one(objects, "PrometheusRule", APP)["spec"]["groups"] == groups
+    for overlay in MONITORED:
+        assert one(rendered[overlay], "PrometheusRule", APP)["spec"]["groups"] == groups
 
     spec = importlib.util.spec_from_file_location(
         "sync_prometheusrule", OBSERVABILITY / "sync_prometheusrule.py"
@@ -669,12 +685,13 @@ def test_prometheus_rule_is_rules_yml(rendered):
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    assert module.main(["--check"]) == 0, "observability/prometheusrule.yaml is stale: run `make k8s-rules`"
+    assert module.main(["--check"]) == 0, "the generated PrometheusRule is stale: run `make k8s-rules`"
 
 
 def test_rules_select_the_service_job(rendered):
     """The Prometheus Operator names the job after the Service: the rules must use that name."""
-    for objects in rendered.values():
+    for overlay in MONITORED:
+        objects = rendered[overlay]
         service_name = one(objects, "Service", APP)["metadata"]["name"]
         monitor = one(objects, "ServiceMonitor", APP)
         assert "jobLabel" not in monitor["spec"]
@@ -878,7 +895,8 @@ def test_yaml_files_pass_yamllint():
     )
     files = [(path, conf) for path in sorted(K8S.rglob("*.yaml"))]
     files.append((OBSERVABILITY / "kustomization.yaml", conf))
-    files.append((OBSERVABILITY / "prometheusrule.yaml", generated_conf))
+    files.append((OBSERVABILITY / "prometheus-operator" / "kustomization.yaml", conf))
+    files.append((OBSERVABILITY / "prometheus-operator" / "prometheusrule.yaml", generated_conf))
     problems = [
         f"{path.relative_to(ROOT)}:{problem.line}: {problem.message}"
         for path, path_conf in files

@@ -76,7 +76,9 @@ def test_prometheus_scrapes_with_the_token_and_the_k8s_monitor_sends_the_pods_to
         with running_prometheus(target, tmp_path / "without") as prometheus:
             down = wait_for_query(prometheus, 'up{job="autogen-service"}', timeout=30)
             assert down[0]["value"][1] == "0"  # 401: the target is down
-    monitor = yaml.safe_load((REPO_ROOT / "k8s/base/servicemonitor.yaml").read_text())
+    monitor = yaml.safe_load(
+        (REPO_ROOT / "k8s/components/prometheus-operator/servicemonitor.yaml").read_text()
+    )
     deployment = yaml.safe_load((REPO_ROOT / "k8s/base/deployment.yaml").read_text())
     env = {item["name"]: item for item in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
     pods = env["METRICS_TOKEN"]["valueFrom"]["secretKeyRef"]
