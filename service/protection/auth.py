@@ -254,6 +254,18 @@ def _wrong_key(request: Request, limiter: FailedAuthLimiter | None, client: str)
     return _unauthorized(request, "Invalid API key.")
 
 
+def _within_failure_limit(request: Request) -> tuple[FailedAuthLimiter | None, str]:
+    """The failed-credentials limiter and the caller's client key; 429 for a client past
+    `AUTH_FAILURE_LIMIT` wrong credentials in its window (API keys and the metrics token alike)."""
+    limiter = find(request.app, AUTH_FAILURES)
+    client = FailedAuthLimiter.client_of(request.client.host if request.client else "unknown")
+    if limiter is not None:
+        retry_after = limiter.retry_after(client)
+        if retry_after is not None:
+            raise _too_many_failures(request, retry_after)
+    return limiter, client
+
+
 async def require_api_key(
     request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)],
@@ -263,12 +275,7 @@ async def require_api_key(
     keys = get(request.app, API_KEYS)
     if not keys.enabled:
         return None
-    limiter = find(request.app, AUTH_FAILURES)
-    client = FailedAuthLimiter.client_of(request.client.host if request.client else "unknown")
-    if limiter is not None:
-        retry_after = limiter.retry_after(client)
-        if retry_after is not None:
-            raise _too_many_failures(request, retry_after)
+    limiter, client = _within_failure_limit(request)
     if credentials is None:
         raise _unauthorized(request, "Missing API key: send the header 'Authorization: Bearer <key>'.")
     key_id = keys.verify(credentials.credentials)
@@ -288,12 +295,7 @@ async def require_metrics_token(
     token = get(request.app, SETTINGS).metrics_token
     if token is None:
         return
-    limiter = find(request.app, AUTH_FAILURES)
-    client = FailedAuthLimiter.client_of(request.client.host if request.client else "unknown")
-    if limiter is not None:
-        retry_after = limiter.retry_after(client)
-        if retry_after is not None:
-            raise _too_many_failures(request, retry_after)
+    limiter, client = _within_failure_limit(request)
     if credentials is None:
         raise _unauthorized(
             request, "Missing metrics token: send the header 'Authorization: Bearer <token>'."
