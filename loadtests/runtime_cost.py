@@ -48,7 +48,7 @@ class _Dropping:
 async def _runs(workflow: Workflow, prompt: str, runs: int) -> None:
     sink = _Dropping()
     for number in range(runs):
-        request = workflow.run_request(f"cost-{number}", deadline_s=60, stream_tokens=True, max_tokens=None)
+        request = workflow.run_request(f"cost-{number}", deadline_s=60, max_tokens=None)
         task = [TextMessage(source="user", content=prompt)]
         await execute_run(workflow.build(), task, request, sink, CancellationToken())
 

@@ -320,7 +320,6 @@ async def run_once(
     shape: Shape,
     *,
     deadline_s: float = 30.0,
-    stream: bool = True,
     leave: bool = False,
 ) -> dict[str, Any]:
     """The run events of one run, as dicts (when the client leaves: those it saw, and whether the
@@ -331,7 +330,7 @@ async def run_once(
     before = asyncio.all_tasks()
     chat = [ChatMessage.model_validate(message) for message in shape.messages]
     task_messages = to_task(chat, await load_images(chat_images(chat), make_settings()))
-    request = workflow.run_request("run", deadline_s=deadline_s, stream_tokens=stream, max_tokens=None)
+    request = workflow.run_request("run", deadline_s=deadline_s, max_tokens=None)
     sink.run = run = asyncio.ensure_future(
         execute_run(workflow.build(), task_messages, request, sink, sink.token)
     )
@@ -405,7 +404,7 @@ async def test_cancellation_deadline_and_failure_end_the_run_the_same_on_both_ru
     assert late["lean"] == {**late["default"], "lean": late["lean"]["lean"]}
     assert late["lean"]["events"][-1]["reason"] == RunEndReason.DEADLINE
 
-    failed = await both(registries, llm, shape, lambda: script(shape, fail_call=0), stream=False)
+    failed = await both(registries, llm, shape, lambda: script(shape, fail_call=0))
     assert failed["lean"] == {**failed["default"], "lean": failed["lean"]["lean"]}
     assert failed["lean"]["events"][-1]["reason"] == RunEndReason.FAILED
 

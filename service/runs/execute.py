@@ -56,9 +56,6 @@ class RunRequest:
     deadline_s: float = 300.0
     # The cap on turns the service imposed (MAX_AGENT_TURNS) where it is below the team's own.
     service_turn_cap: int | None = None
-    # Whether the client streams: the run and its model calls are the same either way (an agent
-    # configured to stream always streams from its model), so nothing here depends on it.
-    stream_tokens: bool = False
     max_tokens: int | None = None
     handoff_tools: frozenset[str] = frozenset()
 

@@ -119,7 +119,6 @@ async def serve(
             workflow.run_request(
                 prepared.run_id,
                 deadline_s=settings.workflow_timeout_s,
-                stream_tokens=call.stream,
                 max_tokens=prepared.max_tokens,
             ),
         )

@@ -73,9 +73,9 @@ class Workflow:
         """A new runner (teams hold conversation state) that shares the parsed definition and clients."""
         return self.factory()
 
-    def run_request(
-        self, run_id: str, *, deadline_s: float, stream_tokens: bool, max_tokens: int | None
-    ) -> RunRequest:
+    def run_request(self, run_id: str, *, deadline_s: float, max_tokens: int | None) -> RunRequest:
+        """How to run it for one request; the same whether the client streams or not (an agent
+        configured to stream always streams from its model)."""
         return RunRequest(
             workflow=self.id,
             run_id=run_id,
@@ -84,7 +84,6 @@ class Workflow:
             markers=self.markers,
             deadline_s=deadline_s,
             service_turn_cap=self.service_turn_cap,
-            stream_tokens=stream_tokens,
             max_tokens=max_tokens,
             handoff_tools=self.handoff_tools,
         )
